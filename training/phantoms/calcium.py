@@ -1,0 +1,284 @@
+"""Calcifications: coronary lesions that count and confounders that must not.
+
+Each calcification is a small cluster of ellipsoids with one true density. It is rendered by
+explicit supersampling (3 x 3 in plane, the slice thickness sampled every 0.35 mm along z, a box
+slice profile), so partial volume comes from geometry rather than from a formula. The result is
+blurred by the same in-plane kernel as the anatomy and added to the image.
+
+Labels are assigned the way a reader annotates: the voxels of the final image that are at least
+130 HU and that this calcification visibly contributes to (its blurred coverage >= 2 %) carry
+its label. Ground truth is then the reference calculator applied to that final image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.agatston import CALCIUM_THRESHOLD_HU
+from models.labels import Label
+from training.phantoms import materials as mat
+from training.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_blur
+from training.phantoms.anatomy import Anatomy, Vessel
+from training.phantoms.canvas import Canvas
+
+INFLUENCE_FRACTION = 0.02
+SUBSAMPLES_XY = 3
+SUBSAMPLE_Z_MM = 0.35
+
+
+@dataclass(frozen=True)
+class Blob:
+    centre: np.ndarray
+    axes: np.ndarray  # 3 orthonormal rows
+    radii: np.ndarray
+
+
+@dataclass(frozen=True)
+class Calcification:
+    label: int
+    density_hu: float  # true density at this kVp, before partial volume and blur
+    blobs: tuple[Blob, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": Label(self.label).name.lower(),
+            "density_hu": round(self.density_hu, 1),
+            "centre_mm": [
+                round(float(c), 2) for c in np.mean([b.centre for b in self.blobs], axis=0)
+            ],
+            "radius_mm": round(float(max(b.radii.max() for b in self.blobs)), 2),
+            "blobs": len(self.blobs),
+        }
+
+
+@dataclass
+class Rendered:
+    """A calcification rendered into a local box of the image grid."""
+
+    calcification: Calcification
+    box: tuple[slice, slice, slice]
+    delta_hu: np.ndarray  # blurred change of the image inside the box
+    influence: np.ndarray  # bool: voxels this calcification visibly contributes to
+
+
+def _frame(tangent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    t = tangent / np.linalg.norm(tangent)
+    helper = rng.normal(size=3)
+    u = helper - (helper @ t) * t
+    u /= np.linalg.norm(u)
+    return np.stack([t, u, np.cross(t, u)])
+
+
+def _point_on(vessel: Vessel, position: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Point, tangent and radius at a fraction of a vessel's length."""
+    path = vessel.path
+    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    s = position * cum[-1]
+    i = int(np.clip(np.searchsorted(cum, s) - 1, 0, len(seg) - 1))
+    f = (s - cum[i]) / max(seg[i], 1e-6)
+    point = path[i] + f * (path[i + 1] - path[i])
+    radius = vessel.radii[i] + f * (vessel.radii[i + 1] - vessel.radii[i])
+    return point, path[i + 1] - path[i], float(radius)
+
+
+def _wall_plaque(
+    vessel: Vessel,
+    position: float,
+    size: float,
+    density: float,
+    label: int,
+    rng: np.random.Generator,
+    n_blobs: int,
+    flat: float = 1.0,
+) -> Calcification:
+    """A plaque on a vessel wall: eccentric, elongated along the vessel, `size` mm in radius
+    overall; several blobs make irregular shapes without making the plaque bigger."""
+    point, tangent, radius = _point_on(vessel, position)
+    frame = _frame(tangent, rng)
+    centre = point + frame[1] * radius * rng.uniform(0.4, 1.0)
+    blob_size = size / np.sqrt(n_blobs)
+    blobs = []
+    for i in range(n_blobs):
+        offset = (i - (n_blobs - 1) / 2) * blob_size * rng.uniform(0.8, 1.4)
+        radii = blob_size * np.array(
+            [rng.uniform(1.0, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0) * flat]
+        )
+        c = centre + frame[0] * offset + frame[2] * rng.normal(0, 0.2 * blob_size)
+        blobs.append(Blob(c, frame, np.maximum(radii, 0.4)))
+    return Calcification(label, density, tuple(blobs))
+
+
+# Lesion burden per target category: (number of lesions, lesion radius range in mm).
+BURDEN = {
+    0: ((0, 0), (0.0, 0.0)),
+    1: ((1, 2), (0.5, 1.2)),
+    2: ((1, 5), (0.8, 2.5)),
+    3: ((2, 9), (1.5, 3.8)),
+    4: ((4, 15), (1.8, 5.0)),
+}
+ARTERY_WEIGHTS = (
+    (Label.CAC_LEFT_MAIN, 0.1),
+    (Label.CAC_LAD, 0.42),
+    (Label.CAC_LCX, 0.2),
+    (Label.CAC_RCA, 0.28),
+)
+
+
+def sample_lesions(
+    anatomy: Anatomy, acq: Acquisition, category: int, scale: float, rng: np.random.Generator
+) -> list[Calcification]:
+    """Coronary lesions aimed at a risk category; `scale` enlarges or shrinks the burden."""
+    (n_lo, n_hi), (r_lo, r_hi) = BURDEN[category]
+    if n_hi == 0:
+        return []
+    vessels = anatomy.coronaries.by_label()
+    labels = [label for label, _ in ARTERY_WEIGHTS]
+    weights = np.array([w for _, w in ARTERY_WEIGHTS])
+    n = int(np.clip(round(rng.integers(n_lo, n_hi + 1) * np.sqrt(scale)), 1, 15))
+    lesions = []
+    for _ in range(n):
+        label = labels[rng.choice(len(labels), p=weights / weights.sum())]
+        position = rng.beta(1.3, 2.5)  # proximal segments calcify more often
+        size = float(np.clip(rng.uniform(r_lo, r_hi) * scale ** (1 / 3), 0.5, 6.0))
+        density = rng.uniform(250, 1800) * mat.calcium_factor(acq.kvp)
+        lesions.append(
+            _wall_plaque(
+                vessels[label], position, size, density, int(label), rng, int(rng.integers(1, 4))
+            )
+        )
+    return lesions
+
+
+def sample_confounders(
+    anatomy: Anatomy, acq: Acquisition, category: int, rng: np.random.Generator
+) -> list[Calcification]:
+    """Calcium that a naive threshold would count: aortic wall, aortic valve, mitral annulus.
+
+    Older, more calcified patients have more of it, so the rate grows with the category.
+    """
+    factor = mat.calcium_factor(acq.kvp)
+    out = []
+    aorta = anatomy.mediastinum.aorta
+    for _ in range(rng.poisson(0.8 + 1.2 * category)):
+        out.append(
+            _wall_plaque(
+                aorta,
+                rng.uniform(0.1, 1.0),
+                rng.uniform(1.5, 5.0),
+                rng.uniform(300, 1500) * factor,
+                int(Label.AORTIC_WALL_CALCIFICATION),
+                rng,
+                int(rng.integers(1, 4)),
+                flat=0.4,
+            )
+        )
+    if rng.random() < 0.1 + 0.08 * category:  # aortic valve leaflets at the root
+        root, r = anatomy.mediastinum.aortic_root, anatomy.mediastinum.aortic_root_radius
+        blobs = tuple(
+            Blob(
+                root + rng.uniform(-0.6, 0.6, 3) * r,
+                _frame(rng.normal(size=3), rng),
+                rng.uniform(1.0, 3.5, 3),
+            )
+            for _ in range(rng.integers(1, 5))
+        )
+        out.append(
+            Calcification(
+                int(Label.AORTIC_VALVE_CALCIFICATION), rng.uniform(400, 1500) * factor, blobs
+            )
+        )
+    if rng.random() < 0.08 + 0.06 * category:  # mitral annulus: an arc under the LCX
+        p = anatomy.patient
+        psi0 = p.left_angle()
+        psis = (
+            psi0
+            + np.radians(rng.uniform(-60, 40))
+            + np.radians(np.linspace(0, rng.uniform(20, 70), 5))
+        )
+        blobs = []
+        for psi in psis:
+            centre = p.surface_point(p.av_groove + 0.05, psi, lift=-rng.uniform(4, 7))
+            blobs.append(Blob(centre, _frame(rng.normal(size=3), rng), rng.uniform(1.2, 3.0, 3)))
+        out.append(
+            Calcification(
+                int(Label.MITRAL_ANNULUS_CALCIFICATION),
+                rng.uniform(400, 1400) * factor,
+                tuple(blobs),
+            )
+        )
+    return out
+
+
+def _inside(blob: Blob, x, y, z) -> np.ndarray:
+    dx, dy, dz = x - blob.centre[0], y - blob.centre[1], z - blob.centre[2]
+    q = 0.0
+    for axis, radius in zip(blob.axes, blob.radii, strict=True):
+        q = q + ((axis[0] * dx + axis[1] * dy + axis[2] * dz) / radius) ** 2
+    return q <= 1.0
+
+
+def render(
+    calc: Calcification, canvas: Canvas, anatomy_hu: np.ndarray, acq: Acquisition
+) -> Rendered | None:
+    """Supersampled coverage of one calcification, blurred, as a change of the image."""
+    low = np.min([b.centre - b.radii.max() for b in calc.blobs], axis=0)
+    high = np.max([b.centre + b.radii.max() for b in calc.blobs], axis=0)
+    margin = blur_margin_px(acq) * acq.pixel_spacing_mm
+    half_t = acq.slice_thickness_mm / 2
+    box = canvas.box(low - [margin, margin, half_t], high + [margin, margin, half_t])
+    if box is None:
+        return None
+    px, n_xy = acq.pixel_spacing_mm, SUBSAMPLES_XY
+    n_z = int(np.clip(np.ceil(acq.slice_thickness_mm / SUBSAMPLE_Z_MM), 1, 15))
+    sub_xy = ((np.arange(n_xy) + 0.5) / n_xy - 0.5) * px
+    sub_z = ((np.arange(n_z) + 0.5) / n_z - 0.5) * acq.slice_thickness_mm
+    # Axes: (slice, z-sub, row, y-sub, column, x-sub).
+    x = (canvas.x[box[2]][:, None] + sub_xy[None, :] * canvas.grid.row_sign)[None, None, None, None]
+    y = (canvas.y[box[1]][:, None] + sub_xy[None, :])[None, None, :, :, None, None]
+    z = (canvas.z[box[0]][:, None] + sub_z[None, :])[:, :, None, None, None, None]
+    inside = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), dtype=bool)
+    for blob in calc.blobs:
+        inside |= _inside(blob, x, y, z)
+    coverage = inside.mean(axis=(1, 3, 5), dtype=np.float32)
+    if not coverage.any():
+        return None
+    delta = coverage * (np.float32(calc.density_hu) - anatomy_hu[box])
+    blurred = in_plane_blur(np.stack([delta, coverage]), acq)
+    return Rendered(calc, box, blurred[0], blurred[1] >= INFLUENCE_FRACTION)
+
+
+def compose(
+    base: np.ndarray, labels: np.ndarray, rendered: list[Rendered]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final int16 image and label map: base plus calcifications, annotated as a reader would."""
+    image = np.clip(np.rint(base), -1024, 3071).astype(np.int16)
+    labels = labels.copy()
+    if not rendered:
+        return image, labels
+    total = {}
+    for r in rendered:
+        key = tuple((s.start, s.stop) for s in r.box)
+        total[key] = total.get(key, 0) + r.delta_hu
+    union = tuple(
+        slice(min(r.box[a].start for r in rendered), max(r.box[a].stop for r in rendered))
+        for a in range(3)
+    )
+    accumulated = base[union].copy()
+    for key, delta in total.items():
+        local = tuple(
+            slice(start - u.start, stop - u.start)
+            for (start, stop), u in zip(key, union, strict=True)
+        )
+        accumulated[local] += delta
+    image[union] = np.clip(np.rint(accumulated), -1024, 3071).astype(np.int16)
+    for r in rendered:  # confounders first, lesions last: lesions win where they overlap
+        bright = image[r.box] >= CALCIUM_THRESHOLD_HU
+        labels[r.box][r.influence & bright] = r.calcification.label
+    return image, labels
+
+
+def is_lesion(calc: Calcification) -> bool:
+    return calc.label in (Label.CAC_LEFT_MAIN, Label.CAC_LAD, Label.CAC_LCX, Label.CAC_RCA)
