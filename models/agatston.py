@@ -38,7 +38,6 @@ _AREA_EPS = 1e-9
 CATEGORY_NAMES = ("0", "1-10", "11-100", "101-400", ">400")
 
 
-
 def density_weight(peak_hu: np.ndarray | float) -> np.ndarray:
     """Agatston density weight (1-4) from a peak HU that is at least 130."""
     peak = np.asarray(peak_hu)
@@ -171,7 +170,11 @@ def agatston(
             continue
         zyx = np.stack(np.unravel_index(mine, hu.shape))
         artery_lesions, counted_hu_sum = _score_artery(
-            zyx, hu.ravel()[mine].astype(np.float64), artery, pixel_area, voxel_volume,
+            zyx,
+            hu.ravel()[mine].astype(np.float64),
+            artery,
+            pixel_area,
+            voxel_volume,
             normalisation,
         )
         lesions.extend(artery_lesions)

@@ -72,13 +72,19 @@ class Acquisition:
         half = (self.matrix - 1) / 2 * self.pixel_spacing_mm
         z_last = self.z_first + (self.n_slices - 1) * self.slice_increment_mm
         origin = (
-            self.recon_centre_xy[0] - row_sign * half,
-            self.recon_centre_xy[1] - half,
+            _exact(self.recon_centre_xy[0] - row_sign * half, 64),
+            _exact(self.recon_centre_xy[1] - half, 64),
             self.z_first if slice_sign > 0 else z_last,
         )
         return Grid(
             (self.n_slices, self.matrix, self.matrix), spacing, origin, row_sign, slice_sign
         )
+
+
+def _exact(value: float, steps_per_mm: int) -> float:
+    """Round to a binary fraction of a mm that float32 (NIfTI) and a short decimal string
+    (DICOM DS) both hold exactly, so geometry and the Agatston truth survive every format."""
+    return round(float(value) * steps_per_mm) / steps_per_mm
 
 
 def noise_sd(
@@ -121,7 +127,7 @@ def sample_acquisition(
     # Keep the heart (plus 10 mm) inside the field by sliding the centre if needed.
     lo, hi = heart_low[:2] - 10 + fov / 2, heart_high[:2] + 10 - fov / 2
     centre = np.clip(centre, np.minimum(lo, hi), np.maximum(lo, hi))
-    spacing *= 512 / matrix
+    spacing = _exact(spacing * 512 / matrix, 1024)
 
     # z coverage 150-350 mm containing the whole heart.
     heart_extent = heart_high[2] - heart_low[2]
@@ -149,7 +155,7 @@ def sample_acquisition(
         n_slices=int(n_slices),
         patient_position="FFS" if rng.random() < 0.3 else "HFS",
         recon_centre_xy=(float(centre[0]), float(centre[1])),
-        z_first=float(z_first),
+        z_first=_exact(z_first, 64),
         pixel_representation=int(pixel_rep),
     )
 

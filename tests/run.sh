@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, install included:
+#   1. system peers the tests talk to (dicom3tools' dciodvfy; DCMTK) via apt, when root;
+#   2. ctnode with its test extras into ./.venv (deploy/install.sh);
+#   3. lint (ruff) and pytest. Extra arguments go to pytest, e.g. `bash tests/run.sh -k agatston`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+command -v dcmdump >/dev/null || missing+=(dcmtk)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "not root: cannot install ${missing[*]}; tests that need them will be skipped" >&2
+    fi
+fi
+
+bash deploy/install.sh test
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
