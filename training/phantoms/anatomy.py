@@ -56,6 +56,7 @@ class Patient:
     heart_radii: np.ndarray
     epicardial_fat: float
     av_groove: float  # position of the AV groove along the long axis, in -1..1 (base = -1)
+    groove_fat: float  # fat around the arteries in the grooves, beyond the vessel wall
     tissue: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -93,8 +94,8 @@ class Patient:
 
     def atria(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Centre, axes, radii of one ellipsoid standing for both atria, behind the base."""
-        centre = self.base_centre() + np.array([-5.0, 22.0, 10.0])
-        radii = np.array([0.9 * self.heart_radii[1], 0.6 * self.heart_radii[2], 35.0])
+        centre = self.base_centre() + np.array([-5.0, 14.0, 10.0])
+        radii = np.array([0.75 * self.heart_radii[1], 0.5 * self.heart_radii[2], 28.0])
         return centre, np.eye(3), radii
 
     def left_angle(self) -> float:
@@ -121,12 +122,12 @@ def heart_frame(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
 def sample_patient(rng: np.random.Generator, body_width: float, kvp: float) -> Patient:
     scale = body_width / 340.0
     half_width = body_width / 2
-    half_depth = half_width * rng.uniform(0.62, 0.80)
+    half_depth = half_width * rng.uniform(0.66, 0.85)
     centre = np.array([rng.uniform(-10, 10), rng.uniform(-15, 15)])
     fat = float(np.clip(rng.normal(14, 6) * scale**2, 3, 45))
-    muscle = float(rng.uniform(8, 20) * np.sqrt(scale))
+    muscle = float(rng.uniform(6, 14) * np.sqrt(scale))
     # Heart: size with the body, orientation +-15 deg and position +-25 mm around the usual.
-    heart_radii = np.array([rng.uniform(52, 64), rng.uniform(40, 50), rng.uniform(36, 46)])
+    heart_radii = np.array([rng.uniform(48, 60), rng.uniform(35, 44), rng.uniform(32, 40)])
     heart_radii *= np.clip(scale, 0.85, 1.15)
     axes = heart_frame(45 + rng.uniform(-15, 15), 32 + rng.uniform(-15, 15))
     roll = np.radians(rng.uniform(-15, 15))
@@ -134,7 +135,7 @@ def sample_patient(rng: np.random.Generator, body_width: float, kvp: float) -> P
     axes = np.stack(
         [e1, np.cos(roll) * e2 + np.sin(roll) * e3, -np.sin(roll) * e2 + np.cos(roll) * e3]
     )
-    usual = np.array([centre[0] + 0.07 * half_width + 10, centre[1] - 0.25 * half_depth, 0.0])
+    usual = np.array([centre[0] + 0.07 * half_width + 10, centre[1] - 0.3 * half_depth, 0.0])
     heart_centre = usual + rng.uniform(-25, 25, size=3)
     cf, ff = mat.calcium_factor(kvp), mat.fat_factor(kvp)
     jitter = lambda sd: rng.normal(0, sd)  # noqa: E731 - a one-line per-tissue jitter
@@ -153,7 +154,7 @@ def sample_patient(rng: np.random.Generator, body_width: float, kvp: float) -> P
         "cancellous": mat.CANCELLOUS_BONE * cf + jitter(30),
         "cortical": mat.CORTICAL_BONE * cf + jitter(100),
     }
-    return Patient(
+    patient = Patient(
         centre_xy=centre,
         half_width=half_width,
         half_depth=half_depth,
@@ -164,10 +165,19 @@ def sample_patient(rng: np.random.Generator, body_width: float, kvp: float) -> P
         heart_centre=heart_centre,
         heart_axes=axes,
         heart_radii=heart_radii,
-        epicardial_fat=float(rng.uniform(3.0, 8.0)),
+        epicardial_fat=float(rng.uniform(1.5, 5.0)),
         av_groove=float(rng.uniform(-0.6, -0.45)),
+        groove_fat=float(rng.uniform(2.0, 6.0)),
         tissue=tissue,
     )
+    # Keep the ventricles (with their fat) between the anterior chest wall and the space in
+    # front of the spine that the descending aorta and esophagus need.
+    low, high = ellipsoid_bounds(heart_centre, axes, heart_radii + patient.epicardial_fat + 2.0)
+    reach_front, reach_back = heart_centre[1] - low[1], high[1] - heart_centre[1]
+    front = centre[1] - half_depth + patient.wall - 5.0 + reach_front  # may touch the wall
+    back = spine_front(patient) - 28.0 - reach_back
+    patient.heart_centre[1] = np.clip(heart_centre[1], front, max(front, back))
+    return patient
 
 
 # --- body wall --------------------------------------------------------------------------------
@@ -272,7 +282,7 @@ def _dome(p: Patient, top: float, side: float, curvature: float):
 
 def paint_lungs(canvas: Canvas, p: Patient, lv: Levels, rng: np.random.Generator) -> None:
     t = p.tissue
-    lung_depth = p.wall + 2 * p.rib_radius + 2.0
+    lung_depth = p.wall + 2 * p.rib_radius + 1.0
     curvature = rng.uniform(0.005, 0.009)
     y_back = p.centre_xy[1] + p.half_depth
 
@@ -511,6 +521,17 @@ class Mediastinum:
     aorta: Vessel
     aortic_root: np.ndarray
     aortic_root_radius: float
+    descending_aorta: Vessel
+    esophagus: Vessel
+
+    def repaint_posterior(self, canvas: Canvas, p: Patient) -> None:
+        """Paint the descending aorta and the esophagus again, over a heart that was placed
+        against them: they are firm tubes that the heart lies in front of, never inside."""
+        for vessel, value, label in (
+            (self.esophagus, p.tissue["muscle"] - 5, Label.ESOPHAGUS),
+            (self.descending_aorta, p.tissue["blood"], Label.AORTA),
+        ):
+            paint_tube(canvas, vessel.path, vessel.radii, value, label)
 
 
 def paint_mediastinum(
@@ -588,7 +609,13 @@ def paint_mediastinum(
     # Superior vena cava, right of the ascending aorta.
     svc = np.array([[cx - 30, root[1] - 2, z_hi + 20], [cx - 25, root[1] + 5, root[2]]])
     paint_tube(canvas, svc, np.array([9.0, 10.0]), t["blood"], None)
-    return Mediastinum(aorta=aorta, aortic_root=root, aortic_root_radius=r_asc)
+    return Mediastinum(
+        aorta=aorta,
+        aortic_root=root,
+        aortic_root_radius=r_asc,
+        descending_aorta=Vessel(descending, np.full(len(descending), r_desc)),
+        esophagus=Vessel(esophagus, np.array([8.0, 8.0])),
+    )
 
 
 # --- heart and coronary arteries --------------------------------------------------------------
@@ -647,15 +674,21 @@ def coronary_tree(p: Patient, med: Mediastinum, rng: np.random.Generator) -> Cor
     )
 
 
-def paint_heart(canvas: Canvas, p: Patient, tree: CoronaryTree) -> None:
-    t = p.tissue
+def paint_atria(canvas: Canvas, p: Patient) -> None:
+    """Both atria, painted before the posterior mediastinum so that the descending aorta,
+    the esophagus and the spine keep their shape where they touch."""
     atria_c, atria_axes, atria_r = p.atria()
     canvas.paint(
         ellipsoid(atria_c, atria_axes, atria_r),
         *ellipsoid_bounds(atria_c, atria_axes, atria_r),
-        t["blood"],
+        p.tissue["blood"],
         Label.HEART,
     )
+
+
+def paint_heart(canvas: Canvas, p: Patient, tree: CoronaryTree) -> None:
+    """Pericardium, epicardial fat, ventricles and the coronary arteries in their grooves."""
+    t = p.tissue
     c, axes = p.heart_centre, p.heart_axes
     pericardium = p.heart_radii + p.epicardial_fat + 1.2
     canvas.paint(
@@ -675,6 +708,9 @@ def paint_heart(canvas: Canvas, p: Patient, tree: CoronaryTree) -> None:
     canvas.paint(
         ellipsoid(c, axes, cavity), *ellipsoid_bounds(c, axes, cavity), t["blood"], Label.HEART
     )
+    # Epicardial fat is thickest in the grooves the arteries run in.
+    for vessel in tree.by_label().values():
+        paint_tube(canvas, vessel.path, vessel.radii + p.groove_fat, t["fat"], Label.EPICARDIAL_FAT)
     for vessel in tree.by_label().values():
         paint_tube(canvas, vessel.path, vessel.radii, t["blood"], Label.CORONARY_ARTERY)
 
@@ -703,9 +739,11 @@ def paint_anatomy(canvas: Canvas, p: Patient, lv: Levels, rng: np.random.Generat
             only_labels=LUNG_LABELS,
         )
     paint_upper_abdomen(canvas, p, lv, rng)
+    paint_atria(canvas, p)
     paint_spine(canvas, p, z_range, rng)
     paint_ribs_and_sternum(canvas, p, lv, rng)
     med = paint_mediastinum(canvas, p, lv, z_range, rng)
     tree = coronary_tree(p, med, rng)
     paint_heart(canvas, p, tree)
+    med.repaint_posterior(canvas, p)
     return Anatomy(patient=p, levels=lv, mediastinum=med, coronaries=tree)
