@@ -9,22 +9,11 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from training.phantoms.case import CaseOptions, generate_case
+from training.phantoms.plan import case_plan
 from training.phantoms.writer import write_case
-
-
-def case_plan(n: int, seed: int, start: int = 0) -> list[tuple[int, int, int]]:
-    """(index, case seed, target category) for each case: categories balanced over the five
-    classes in a seed-dependent order; case seeds derived from (seed, index)."""
-    rng = np.random.default_rng(seed)
-    categories = rng.permutation(np.arange(start, start + n) % 5)
-    return [
-        (i, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), int(c))
-        for i, c in zip(range(start, start + n), categories, strict=True)
-    ]
 
 
 def _make(job: tuple) -> dict:

@@ -1,0 +1,65 @@
+"""README's main command, `ctnode demo`, as a user runs it (the console script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from models.agatston import agatston_from_images
+from tests.tools import REPO
+
+
+def ctnode() -> str:
+    script = Path(sys.executable).parent / "ctnode"
+    return str(script) if script.exists() else shutil.which("ctnode")
+
+
+def test_demo_writes_a_phantom_and_prints_its_score(tmp_path: Path) -> None:
+    env = {
+        "CTNODE_DEMO__SEED": "7",
+        "CTNODE_DEMO__CATEGORY": "2",
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "120",
+    }
+    proc = subprocess.run(
+        [ctnode(), "demo", "--out", str(tmp_path / "demo")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / "demo"
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["seed"] == 7 and truth["category"] == 2
+    assert f"{truth['agatston_total']:.1f}" in proc.stdout
+    assert (folder / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    files = sorted((folder / "dicom").glob("*.dcm"))
+    assert len(files) == truth["geometry"]["shape_zyx"][0]
+    recomputed = agatston_from_images(
+        sitk.ReadImage(str(folder / "image.nii.gz")), sitk.ReadImage(str(folder / "labels.nii.gz"))
+    )
+    assert recomputed.total == truth["agatston_total"]
+
+
+def test_demo_rejects_a_bad_setting_with_its_name(tmp_path: Path) -> None:
+    env = {"CTNODE_DEMO__CATEGORY": "nine", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [ctnode(), "demo", "--out", str(tmp_path / "demo")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "CTNODE_DEMO__CATEGORY" in proc.stdout
+    assert not (tmp_path / "demo").exists()
