@@ -1,0 +1,273 @@
+"""Coronary calcium scoring of one CT volume: registration, score regression, feedback.
+
+    scorer = CalciumScorer()                 # loads the shipped weights (sha256 checked)
+    result = scorer.score(ct)                # ct: SimpleITK image in HU
+    result.agatston_total, result.category, result.feedback["LAD"], result.flags
+
+1. The registration ConvNet aligns the scan (on a 5 mm grid covering its field of view) to the
+   phantom atlas; the atlas heart centre mapped through the predicted affine is where the heart
+   is in the scan.
+2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (1.5 x 1.5 x 2.5 mm,
+   interpolated and local-maximum channels) and returns a non-negative map per artery whose
+   sums are the Agatston scores.
+3. The map, resampled to the scan's own grid, is the decision feedback.
+
+Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
+scan correlates poorly with the atlas, or the transform is at its limits), and
+`heart_outside_field_of_view` (the box around the located heart is mostly outside the scan).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from models.agatston import CATEGORY_NAMES, cac_drs, risk_category
+from models.calcium import networks as nets
+from models.calcium.preprocess import (
+    REG_SIZE,
+    REG_SPACING_MM,
+    SCORE_SIZE_XYZ,
+    SCORE_SPACING_MM,
+    covering_region,
+    physical_centre,
+    registration_volume,
+    score_grid,
+    score_input,
+)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST = "calcium_manifest.json"
+MIN_SLICES = 16
+MIN_EXTENT_MM = 80.0
+MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
+MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
+
+
+class ModelFileError(RuntimeError):
+    """A weight file is missing or is not the file the model card describes."""
+
+
+@dataclass
+class CalciumResult:
+    agatston_total: float
+    agatston_per_artery: dict[str, float]
+    category: int
+    cacdrs: str
+    flags: list[str]
+    heart_centre_mm: list[float]
+    transform: dict
+    feedback: dict[str, sitk.Image] = field(repr=False)
+    seconds: float = 0.0
+    device: str = "cpu"
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "agatston_total": round(self.agatston_total, 2),
+            "agatston_per_artery": {k: round(v, 2) for k, v in self.agatston_per_artery.items()},
+            "category": self.category,
+            "category_name": CATEGORY_NAMES[self.category],
+            "cacdrs": self.cacdrs,
+            "flags": list(self.flags),
+            "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
+            "registration": self.transform,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+            "model": self.model,
+        }
+
+    def feedback_total(self) -> sitk.Image | None:
+        """Sum of the artery maps (a sub-grid of the scan; see paste_into_scan)."""
+        total = None
+        for image in self.feedback.values():
+            total = image if total is None else total + image
+        return total
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
+    path = weights_dir / MANIFEST
+    if not path.exists():
+        raise ModelFileError(f"{path} not found: the calcium model is not installed")
+    manifest = json.loads(path.read_text())
+    for name, expected in manifest["sha256"].items():
+        file = weights_dir / name
+        if not file.exists():
+            raise ModelFileError(f"{file} is missing")
+        if _sha256(file) != expected:
+            raise ModelFileError(f"{file}: sha256 differs from the model card; refusing to load it")
+    return manifest
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class CalciumScorer:
+    def __init__(self, weights_dir: Path = WEIGHTS_DIR, device: str = "auto") -> None:
+        self.manifest = load_manifest(weights_dir)
+        self.device = pick_device(device)
+        files = self.manifest["files"]
+        with np.load(weights_dir / files["atlas"]) as atlas:
+            volume = torch.from_numpy(atlas["volume"].astype(np.float32))
+        self.atlas = nets.normalise_registration_input(volume)[None, None].to(self.device)
+        self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])
+        self.score_net = nets.ScoreNet(width=self.manifest["score"]["width"])
+        for net, key in ((self.registration, "registration"), (self.score_net, "score")):
+            state = torch.load(weights_dir / files[key], map_location="cpu", weights_only=True)
+            net.load_state_dict({k: v.float() for k, v in state.items()})
+            net.to(self.device).eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        self.name = f"{self.manifest['name']} {self.manifest['version']}"
+        with torch.inference_mode():
+            self._atlas_features = self.registration.trunk(self.atlas).flatten(1)
+
+    @torch.inference_mode()
+    def locate_heart(self, ct: sitk.Image) -> tuple[np.ndarray, dict, float]:
+        """Heart centre in the scan (mm), the transform, and the alignment's correlation."""
+        moving = torch.from_numpy(registration_volume(ct)).to(self.device)
+        moving = nets.normalise_registration_input(moving)[None, None]
+        features = torch.cat([self._atlas_features, self.registration.trunk(moving).flatten(1)], 1)
+        params = self.registration.heads(features)
+        a, t = nets.affine_matrix(params)
+        aligned = nets.warp(moving, a, t, REG_SIZE * REG_SPACING_MM / 2)
+        ncc = float(_ncc(self.atlas, aligned))
+        centre = physical_centre(ct) + t[0].double().cpu().numpy()
+        params = {k: v.float().cpu() for k, v in params.items()}
+        transform = {
+            "translation_mm": [round(float(v), 2) for v in params["translation_mm"][0]],
+            "rotation_deg": [round(float(np.degrees(v)), 2) for v in params["rotation_rad"][0]],
+            "scale": [round(float(v), 4) for v in params["scale"][0]],
+            "atlas_correlation": round(ncc, 4),
+        }
+        limits = (
+            params["translation_mm"].abs().max() > 0.95 * nets.MAX_TRANSLATION_MM
+            or params["rotation_rad"].abs().max() > 0.95 * nets.MAX_ROTATION_RAD
+        )
+        return centre, transform, ncc if not limits else -1.0
+
+    def score(self, ct: sitk.Image) -> CalciumResult:
+        start = time.perf_counter()
+        if ct.GetDimension() != 3:
+            raise ValueError(f"a 3-D CT volume is needed, got {ct.GetDimension()}-D")
+        flags = []
+        extent = ct.GetSize()[2] * ct.GetSpacing()[2]
+        if ct.GetSize()[2] < MIN_SLICES or extent < MIN_EXTENT_MM:
+            flags.append("too_few_slices")
+        centre, transform, ncc = self.locate_heart(ct)
+        if ncc < MIN_NCC:
+            flags.append("registration_failure")
+        if _fraction_inside(ct, centre) < MIN_BOX_INSIDE:
+            flags.append("heart_outside_field_of_view")
+
+        spacing = ct.GetSpacing()
+        thickness = _slice_thickness(ct)
+        features = nets.acquisition_features(spacing[2], thickness, 0.5 * (spacing[0] + spacing[1]))
+        image = torch.from_numpy(score_input(ct, centre)).to(self.device)[None]
+        with torch.inference_mode():
+            score_map = (
+                self.score_net(
+                    nets.normalise_score_input(image), torch.tensor([features], device=self.device)
+                )[0]
+                .float()
+                .cpu()
+                .numpy()
+            )
+        per_artery = {a: float(score_map[i].sum()) for i, a in enumerate(nets.ARTERY_CHANNELS)}
+        total = float(sum(per_artery.values()))
+        feedback = _feedback(score_map, centre, ct)
+        return CalciumResult(
+            agatston_total=total,
+            agatston_per_artery=per_artery,
+            category=risk_category(total),
+            cacdrs=cac_drs(total),
+            flags=flags,
+            heart_centre_mm=[float(v) for v in centre],
+            transform=transform,
+            feedback=feedback,
+            seconds=time.perf_counter() - start,
+            device=str(self.device),
+            model=self.name,
+        )
+
+
+def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / torch.sqrt((a * a).sum() * (b * b).sum() + 1e-8)
+
+
+def _slice_thickness(ct: sitk.Image) -> float:
+    """Nominal slice thickness from the DICOM header when the reader kept it, else the
+    slice spacing (NIfTI carries no thickness)."""
+    for key in ("0018|0050",):
+        if ct.HasMetaDataKey(key):
+            try:
+                return float(ct.GetMetaData(key))
+            except ValueError:
+                break
+    return float(ct.GetSpacing()[2])
+
+
+def _fraction_inside(ct: sitk.Image, centre: np.ndarray) -> float:
+    """Fraction of the score box (on a coarse lattice) that falls inside the scan."""
+    half = (np.asarray(SCORE_SIZE_XYZ) - 1) / 2 * np.asarray(SCORE_SPACING_MM)
+    axes = [np.linspace(c - h, c + h, 7) for c, h in zip(centre, half, strict=True)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    size = np.asarray(ct.GetSize())
+    inside = 0
+    for p in points:
+        index = np.asarray(ct.TransformPhysicalPointToContinuousIndex(p.tolist()))
+        inside += bool(np.all(index >= -0.5) and np.all(index <= size - 0.5))
+    return inside / len(points)
+
+
+def _feedback(score_map: np.ndarray, centre: np.ndarray, ct: sitk.Image) -> dict[str, sitk.Image]:
+    """The score maps on the scan's own voxel grid, in Agatston units per scan voxel.
+
+    Only the part of the scan under the score box is resampled (the map is zero elsewhere):
+    each image has the scan's spacing and direction and an origin on the scan's grid, so it
+    overlays the scan exactly; `paste_into_scan` makes a full-size image when one is needed.
+    """
+    base = score_grid(centre)
+    spacing = [2 * s for s in SCORE_SPACING_MM]
+    components = []
+    for channel in score_map:
+        image = sitk.GetImageFromArray((channel / float(np.prod(spacing))).astype(np.float32))
+        image.SetSpacing(spacing)
+        image.SetOrigin(base.GetOrigin())  # a stride-2 output voxel is centred on input 2i
+        components.append(image)
+    region = covering_region(ct, base)
+    if region is None:
+        return {}
+    voxel = float(np.prod(ct.GetSpacing()))
+    resampled = sitk.Resample(
+        sitk.Compose(components), region, sitk.Transform(), sitk.sitkLinear, 0.0
+    )
+    return {
+        artery: sitk.VectorIndexSelectionCast(resampled, i, sitk.sitkFloat32) * voxel
+        for i, artery in enumerate(nets.ARTERY_CHANNELS)
+    }
+
+
+def paste_into_scan(part: sitk.Image, ct: sitk.Image) -> sitk.Image:
+    """A feedback image (a sub-grid of the scan) pasted into a zero image of the whole scan."""
+    full = sitk.Image(ct.GetSize(), sitk.sitkFloat32)
+    full.CopyInformation(ct)
+    index = [int(round(v)) for v in ct.TransformPhysicalPointToContinuousIndex(part.GetOrigin())]
+    return sitk.Paste(full, part, part.GetSize(), [0, 0, 0], index)

@@ -1,0 +1,155 @@
+"""The two ConvNets of direct coronary calcium scoring (de Vos et al., IEEE TMI 2019).
+
+RegistrationNet follows the affine DLIR design (AIRNet, BDdeVos/TorchIR): the fixed (atlas)
+and the moving image go through one shared convolutional trunk (blocks of 3x3x3 convolutions
+with ELU and average pooling); their features are joined by two dense layers of 64 units and
+separate heads give translation, rotation and anisotropic scaling. One change: the trunk's
+last feature map is flattened rather than globally pooled, so the dense layers see where
+things are, which a field-of-view alignment needs.
+
+ScoreNet is fully convolutional. Its last layer is a non-negative map with one channel per
+artery (LAD, LCX, RCA) on a 3 mm in-plane grid; the sum of a channel is that artery's
+predicted Agatston score. The map is the decision feedback: it shows where the score came from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ARTERY_CHANNELS = ("LAD", "LCX", "RCA")
+N_ACQUISITION_FEATURES = 3  # slice increment, slice thickness, pixel spacing (scaled)
+
+MAX_TRANSLATION_MM = 160.0
+MAX_ROTATION_RAD = math.radians(25)
+MAX_LOG_SCALE = math.log(1.3)
+
+
+def _conv(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ELU(inplace=True)
+    )
+
+
+class RegistrationNet(nn.Module):
+    """Affine registration of a moving volume to the fixed atlas (both 80^3 at 5 mm)."""
+
+    def __init__(self, width: int = 16, size: int = 80) -> None:
+        super().__init__()
+        channels = [1, width, width, 2 * width, 2 * width, 2 * width]
+        blocks = []
+        for i in range(5):
+            blocks += (
+                [_conv(channels[i], channels[i + 1]), nn.AvgPool3d(2)]
+                if i < 4
+                else [_conv(channels[i], channels[i + 1])]
+            )
+        self.trunk = nn.Sequential(*blocks)
+        flat = channels[-1] * (size // 16) ** 3
+        self.dense = nn.Sequential(nn.Linear(2 * flat, 64), nn.ELU(), nn.Linear(64, 64), nn.ELU())
+        self.translation = nn.Linear(64, 3)
+        self.rotation = nn.Linear(64, 3)
+        self.scale = nn.Linear(64, 3)
+        for head in (self.translation, self.rotation, self.scale):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters of x_moving = R S x_fixed + t, in mm and radians about the grid centres."""
+        features = torch.cat([self.trunk(fixed).flatten(1), self.trunk(moving).flatten(1)], 1)
+        return self.heads(features)
+
+    def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The dense layers and heads on joined (fixed, moving) trunk features; inference
+        computes the atlas's trunk features once and calls this directly."""
+        hidden = self.dense(features)
+        return {
+            "translation_mm": MAX_TRANSLATION_MM * torch.tanh(self.translation(hidden)),
+            "rotation_rad": MAX_ROTATION_RAD * torch.tanh(self.rotation(hidden)),
+            "scale": torch.exp(MAX_LOG_SCALE * torch.tanh(self.scale(hidden))),
+        }
+
+
+def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (B, 3, 3) from angles about x, y, z (B, 3), applied z * y * x."""
+    cx, cy, cz = torch.cos(angles).unbind(1)
+    sx, sy, sz = torch.sin(angles).unbind(1)
+    one, zero = torch.ones_like(cx), torch.zeros_like(cx)
+    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], 1).view(-1, 3, 3)
+    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], 1).view(-1, 3, 3)
+    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], 1).view(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def affine_matrix(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, t): x_moving = A x_fixed + t, in mm relative to the grid centres."""
+    a = rotation_matrix(params["rotation_rad"]) @ torch.diag_embed(params["scale"])
+    return a, params["translation_mm"]
+
+
+def warp(
+    moving: torch.Tensor, a: torch.Tensor, t: torch.Tensor, half_extent_mm: float
+) -> torch.Tensor:
+    """Resample `moving` (B, C, D, H, W; axes z, y, x of an identity-direction grid) at
+    A x + t for every fixed-grid position x. Outside the volume: the edge value (air)."""
+    theta = torch.cat([a, (t / half_extent_mm).unsqueeze(-1)], dim=2)  # grid coords are (x, y, z)
+    grid = F.affine_grid(theta, list(moving.shape), align_corners=False)
+    return F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _merge(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1), nn.ELU(inplace=True))
+
+
+class ScoreNet(nn.Module):
+    """Fully convolutional direct Agatston regression with a per-artery score map.
+
+    An encoder to 1/8 resolution (12 mm in plane: context to tell the arteries apart) and a
+    decoder back to 1/2 (3 mm), with skip connections. Decoder levels merge with 1x1
+    convolutions before their 3x3 convolution, which keeps a 512 x 512 x 100 scan within the
+    CPU budget (about 17 GFLOP for the network).
+    """
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.stem = _conv(2 + N_ACQUISITION_FEATURES, w // 2)  # full resolution: peaks, edges
+        self.down1 = _conv(w // 2, 2 * w, stride=2)  # 3 mm
+        self.down2 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 6 mm
+        self.down3 = nn.Sequential(_conv(4 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 12 mm
+        self.up2 = nn.Sequential(_merge(8 * w, 4 * w), _conv(4 * w, 2 * w))
+        self.up1 = nn.Sequential(_merge(4 * w, 2 * w), _conv(2 * w, w))
+        self.head = nn.Conv3d(w, len(ARTERY_CHANNELS), 1)
+        # Start with a small total: softplus(-10) = 4.5e-5 per map voxel, about 7 per artery
+        # over a 36 x 64 x 64 map. A larger start (-4 gave ~2,700 per artery) makes the first
+        # steps push every voxel deep into softplus's flat tail, where the map dies.
+        nn.init.constant_(self.head.bias, -10.0)
+
+    def forward(self, image: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
+        """image (B, 2, Z, Y, X) normalised; acquisition (B, 3). Returns the score map
+        (B, 3, Z/2, Y/2, X/2), non-negative, in Agatston units per map voxel."""
+        b, _, z, y, x = image.shape
+        conditioning = acquisition.view(b, -1, 1, 1, 1).expand(b, acquisition.shape[1], z, y, x)
+        s0 = self.stem(torch.cat([image, conditioning], 1))
+        s1 = self.down1(s0)
+        s2 = self.down2(s1)
+        s3 = self.down3(s2)
+        u2 = self.up2(torch.cat([F.interpolate(s3, size=s2.shape[2:]), s2], 1))
+        u1 = self.up1(torch.cat([F.interpolate(u2, size=s1.shape[2:]), s1], 1))
+        return F.softplus(self.head(u1))
+
+
+def normalise_score_input(hu: torch.Tensor) -> torch.Tensor:
+    """HU to network range: soft tissue and calcium resolved, air and lung flattened."""
+    return (hu.clamp(-300.0, 1500.0) - 100.0) / 300.0
+
+
+def acquisition_features(increment_mm: float, thickness_mm: float, pixel_mm: float) -> list[float]:
+    return [increment_mm / 3.0, thickness_mm / 3.0, pixel_mm]
+
+
+def normalise_registration_input(hu: torch.Tensor) -> torch.Tensor:
+    return hu.clamp(-1000.0, 1000.0) / 1000.0

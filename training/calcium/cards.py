@@ -1,0 +1,184 @@
+"""Model cards of the calcium models, rendered from the manifest and the evaluation results.
+
+Both files are regenerated whenever the weights (ship.py) or the evaluation (evaluate.py)
+change, so the card never disagrees with the files it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from models.calcium.inference import MANIFEST
+
+EVALUATION = "calcium_evaluation.json"
+
+RECIPE = """```bash
+# 1. fresh phantoms -> training samples (seed 1001; never used for evaluation)
+python -m training.calcium.prepare --out data/calcium --n 1200 --seed 1001 --workers 16
+# 2. registration ConvNet (unsupervised) and atlas
+python -m training.calcium.train_registration --data data/calcium --out runs/registration
+# 3. score ConvNet
+python -m training.calcium.train_score --data data/calcium --out runs/score
+# 4. install into models/weights (float16, sha256 in calcium_manifest.json)
+python -m training.calcium.ship --registration runs/registration --score runs/score
+# 5. held-out evaluation (seed 424242) -> calcium_evaluation.json, figures, this card
+python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
+```"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    return "\n".join(["| | |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rows]])
+
+
+def evaluation_section(weights: Path) -> str:
+    path = weights / EVALUATION
+    if not path.exists():
+        return "Not evaluated yet: run `python -m training.calcium.evaluate`."
+    ev = json.loads(path.read_text())
+    s = ev["summary"]
+    rows = [
+        ("held-out phantoms (seed, n)", f"{ev['seed']}, {s['n']}"),
+        ("ICC(A,1) total", s["icc"]),
+        ("linearly weighted kappa, 5 categories", s["weighted_kappa"]),
+        ("category accuracy", s["category_accuracy"]),
+        ("mean absolute error (Agatston)", s["mae"]),
+        (
+            "Bland-Altman bias / limits",
+            f"{s['bland_altman']['bias']:.1f} / [{s['bland_altman']['loa_lower']:.1f}, "
+            f"{s['bland_altman']['loa_upper']:.1f}]",
+        ),
+        *[(f"ICC(A,1) {a}", v) for a, v in ev["per_artery_icc"].items()],
+        ("flags raised on phantoms", ev.get("flag_counts", {})),
+        ("seconds per scan (median, this machine)", ev.get("seconds_median")),
+    ]
+    real = "\n".join(
+        f"| {r['series']} | {r['agatston_total']:.1f} | {r['category']} | {', '.join(r['flags']) or '-'} |"
+        for r in ev.get("real", [])
+    )
+    return "\n\n".join(
+        [
+            _table(rows),
+            "Confusion matrix (rows: truth, columns: predicted; categories 0 / 1-10 / 11-100 / 101-400 / >400):\n\n"
+            + "\n".join("    " + " ".join(f"{v:4d}" for v in row) for row in s["confusion_matrix"]),
+            "![scatter](calcium_scatter.png) ![Bland-Altman](calcium_bland_altman.png)",
+            "Real negative control (`lung_pet_ct_dx_A0001`, no visible coronary calcium):\n\n"
+            "| series | Agatston | category | flags |\n|---|---|---|---|\n" + real
+            if real
+            else "",
+            f"Machine: {ev.get('machine', 'not recorded')}.",
+        ]
+    )
+
+
+def write_cards(weights: Path) -> None:
+    m = json.loads((weights / MANIFEST).read_text())
+    reg, score = m["registration"], m["score"]
+    shared = (
+        f"Version {m['version']} ({m['date']}), phantom generator version {m['generator_version']}. "
+        f"Training data: {m['training_data'] or 'see recipe'}.\n\nFiles and sha256 (checked at load time):\n\n"
+        + "\n".join(f"- `{name}`: `{digest}`" for name, digest in m["sha256"].items())
+        + f"\n\nReproduce:\n\n{RECIPE}\n"
+    )
+    val = reg["validation"]
+    (weights / "calcium_registration.md").write_text(f"""# Model card: calcium registration ConvNet
+
+Affine registration (translation, rotation, anisotropic scale) of a whole chest CT, resampled to
+80^3 voxels of 5 mm around its field of view, to a phantom atlas (the mean of the training
+phantoms, heart-centred), following the DLIR/AIRNet design: shared trunk of 3x3x3 convolutions
+(width {reg["width"]}) with ELU and average pooling, two dense layers of 64, separate heads.
+Trained without labels: maximise the normalised cross-correlation with the atlas, weighted
+towards the atlas heart, on phantoms perturbed by random affines (translation +-40 mm,
+rotation +-15 deg, scale +-15 %). Its job in ctnode: put the heart in the score network's box.
+
+{shared}
+## Training
+
+{
+        _table(
+            [
+                ("iterations", reg["iterations"]),
+                ("batch", reg["batch"]),
+                ("learning rate (one-cycle)", reg["lr"]),
+                ("seed", reg["seed"]),
+                ("device", reg["device"]),
+                ("seconds", reg["seconds"]),
+                (
+                    "training / validation phantoms",
+                    f"{reg['samples_train']} / {reg['samples_validation']}",
+                ),
+            ]
+        )
+    }
+
+![training curve](calcium_registration_curve.png)
+
+## Heart-centre error on validation phantoms (known perturbations)
+
+{
+        _table(
+            [
+                ("n (phantoms x random perturbations)", val["n"]),
+                ("median (mm)", val["heart_error_median_mm"]),
+                ("mean (mm)", val["heart_error_mean_mm"]),
+                ("95th percentile (mm)", val["heart_error_p95_mm"]),
+                ("maximum (mm)", val["heart_error_max_mm"]),
+            ]
+        )
+    }
+
+The score network is trained with crops displaced by up to +-12 mm (+-12.5 mm in z), so errors
+within that range are covered by design.
+""")
+    sval = score["validation"]
+    (
+        weights / "calcium_score.md"
+    ).write_text(f"""# Model card: direct coronary calcium score ConvNet
+
+Fully convolutional regression of the Agatston score (de Vos et al. 2019 design): input a
+192 x 192 x 180 mm box around the located heart at 1.5 x 1.5 x 2.5 mm with two channels
+(interpolated HU and local-maximum HU, so that sub-voxel calcifications keep their peak) plus
+the slice increment, thickness and pixel size; output a non-negative map per artery (LAD, LCX,
+RCA) on a 3 x 3 x 5 mm grid whose sums are the artery scores. The map is the decision feedback.
+Loss: squared error of log(1 + score) per artery and for the total. Width {score["width"]}.
+
+{shared}
+## Training
+
+{
+        _table(
+            [
+                ("iterations run / planned", f"{score['iterations_run']} / {score['iterations']}"),
+                ("batch", score["batch"]),
+                ("learning rate (one-cycle, AdamW)", score["lr"]),
+                ("seed", score["seed"]),
+                ("device", score["device"]),
+                ("seconds", score["seconds"]),
+                (
+                    "training / validation phantoms",
+                    f"{score['samples_train']} / {score['samples_validation']}",
+                ),
+                ("validation category accuracy (true heart centre)", sval["category_accuracy"]),
+                ("validation MAE total (Agatston)", sval["mae_total"]),
+            ]
+        )
+    }
+
+![training curve](calcium_score_curve.png)
+
+## Evaluation (the whole pipeline: registration, crop, score)
+
+{evaluation_section(weights)}
+
+## Limits
+
+Trained on synthetic phantoms only (`training/phantoms`): no stents, valve prostheses, pacemaker
+leads, motion or beam-hardening artefacts, contrast media or other pathology. Results on real
+scans are reported above as measured; the score is an automated estimate, not a diagnosis.
+""")

@@ -1,0 +1,75 @@
+"""Loading the prepared samples (training/calcium/prepare.py) into memory."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Samples:
+    registration: np.ndarray  # (N, 80, 80, 80) int16 HU
+    registration_heart: np.ndarray  # (N, 80, 80, 80) uint8, heart probability x 255
+    heart_offset_mm: np.ndarray  # (N, 3) heart centre minus registration-grid centre (x, y, z)
+    score_box: np.ndarray | None  # (N, 2, Z, Y, X) int16 HU
+    scores: np.ndarray  # (N, 3) LAD, LCX, RCA
+    acquisition: np.ndarray  # (N, 3)
+    seeds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def subset(self, index: np.ndarray) -> Samples:
+        return Samples(
+            self.registration[index],
+            self.registration_heart[index],
+            self.heart_offset_mm[index],
+            None if self.score_box is None else self.score_box[index],
+            self.scores[index],
+            self.acquisition[index],
+            self.seeds[index],
+        )
+
+
+def load_samples(folder: Path, *, with_score_box: bool = True, limit: int | None = None) -> Samples:
+    paths = sorted(Path(folder).glob("sample_*.npz"))
+    paths = [p for p in paths if not p.name.endswith(".tmp.npz")][:limit]
+    if not paths:
+        raise FileNotFoundError(f"no sample_*.npz in {folder}")
+    keys = [
+        "registration",
+        "registration_heart",
+        "scores",
+        "acquisition",
+        "seed",
+        "heart_centre_mm",
+        "registration_centre_mm",
+    ]
+    if with_score_box:
+        keys.append("score_box")
+
+    def read(path: Path) -> dict:
+        with np.load(path) as sample:
+            return {k: sample[k] for k in keys}
+
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(read, paths))
+    stack = lambda k: np.stack([s[k] for s in loaded])  # noqa: E731
+    return Samples(
+        registration=stack("registration"),
+        registration_heart=stack("registration_heart"),
+        heart_offset_mm=stack("heart_centre_mm") - stack("registration_centre_mm"),
+        score_box=stack("score_box") if with_score_box else None,
+        scores=stack("scores").astype(np.float32),
+        acquisition=stack("acquisition").astype(np.float32),
+        seeds=stack("seed"),
+    )
+
+
+def split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * validation_fraction))) if n > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -1,0 +1,107 @@
+"""Install trained calcium models into models/weights with their manifest and model cards.
+
+python -m training.calcium.ship --registration RUN --score RUN [--weights models/weights]
+
+Weights are stored in float16 (half the size; the networks run in float32 after loading and
+the scores move by far less than a unit). The manifest records each file's sha256, which the
+loader checks before it uses anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from models.calcium.inference import MANIFEST, WEIGHTS_DIR
+from training.calcium.cards import write_cards
+from training.calcium.common import sha256, write_json
+from training.phantoms.case import GENERATOR_VERSION
+
+VERSION = "1.0"
+
+
+def half_precision(source: Path, target: Path) -> None:
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.calcium.ship")
+    parser.add_argument(
+        "--registration", type=Path, required=True, help="train_registration run folder"
+    )
+    parser.add_argument("--score", type=Path, required=True, help="train_score run folder")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument(
+        "--data-note", default="", help="how the training samples were made (command)"
+    )
+    args = parser.parse_args(argv)
+
+    args.weights.mkdir(parents=True, exist_ok=True)
+    files = {
+        "atlas": "calcium_atlas.npz",
+        "registration": "calcium_registration.pt",
+        "score": "calcium_score.pt",
+    }
+    shutil.copyfile(args.registration / "atlas.npz", args.weights / files["atlas"])
+    half_precision(args.registration / "registration.pt", args.weights / files["registration"])
+    half_precision(args.score / "score.pt", args.weights / files["score"])
+    for figure in ("registration_curve.png", "score_curve.png"):
+        source = (args.registration if figure.startswith("registration") else args.score) / figure
+        shutil.copyfile(source, args.weights / f"calcium_{figure}")
+    registration = json.loads((args.registration / "registration_metrics.json").read_text())
+    score = json.loads((args.score / "score_metrics.json").read_text())
+    manifest = {
+        "name": "ctnode-calcium",
+        "version": VERSION,
+        "date": date.today().isoformat(),
+        "generator_version": GENERATOR_VERSION,
+        "training_data": args.data_note,
+        "files": files,
+        "sha256": {name: sha256(args.weights / name) for name in files.values()},
+        "registration": {
+            k: registration[k]
+            for k in (
+                "width",
+                "iterations",
+                "batch",
+                "lr",
+                "seed",
+                "device",
+                "seconds",
+                "samples_train",
+                "samples_validation",
+                "validation",
+            )
+        },
+        "score": {
+            k: score[k]
+            for k in (
+                "width",
+                "iterations",
+                "iterations_run",
+                "batch",
+                "lr",
+                "seed",
+                "device",
+                "seconds",
+                "samples_train",
+                "samples_validation",
+                "validation",
+            )
+        },
+    }
+    write_json(args.weights / MANIFEST, manifest)
+    write_cards(args.weights)
+    print(json.dumps({k: manifest["sha256"][v] for k, v in files.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Train the direct Agatston regression ConvNet (score map per artery).
+
+python -m training.calcium.train_score --data DIR --out DIR [--iterations N] [--seed S]
+
+Each sample's score box is centred on the phantom's true heart centre; every step cuts the
+network's crop from it at a random offset of up to +-12 mm in plane and +-12.5 mm in z, which
+stands in for the registration's error, so the network never depends on a perfect alignment.
+
+Loss: squared error of log(1 + score) per artery and for the total. Agatston scores span five
+orders of magnitude; on the log scale a miss of 0 vs 5 weighs about as much as 400 vs 2000,
+which is what the risk categories care about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.agatston import risk_category
+from models.calcium.networks import ScoreNet, normalise_score_input
+from models.calcium.preprocess import SCORE_SIZE_XYZ
+from training.calcium.common import pick_device, save_curve, seed_everything, write_json
+from training.calcium.data import load_samples, split
+from training.calcium.prepare import JITTER_VOX
+
+
+def crops(
+    boxes: torch.Tensor, index: np.ndarray, rng: np.random.Generator, jitter: bool
+) -> torch.Tensor:
+    """Network crops (B, 2, Z, Y, X) cut from the score boxes at random (training) or central
+    (validation) offsets; `boxes` stays where it is (on the GPU when training there)."""
+    sx, sy, sz = SCORE_SIZE_XYZ
+    jx, jy, jz = JITTER_VOX
+    out = []
+    for i in index:
+        oz, oy, ox = (int(rng.integers(0, 2 * j + 1)) if jitter else j for j in (jz, jy, jx))
+        out.append(boxes[i, :, oz : oz + sz, oy : oy + sy, ox : ox + sx])
+    return torch.stack(out).float()
+
+
+def log_loss(map_: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    predicted = map_.sum(dim=(2, 3, 4))
+    per_artery = (torch.log1p(predicted) - torch.log1p(target)) ** 2
+    total = (torch.log1p(predicted.sum(1)) - torch.log1p(target.sum(1))) ** 2
+    return per_artery.mean(1) + total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.calcium.train_score")
+    parser.add_argument("--data", type=Path, required=True, help="folder of prepared samples")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument(
+        "--max-minutes", type=float, help="stop early after this much training time"
+    )
+    args = parser.parse_args(argv)
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    samples = load_samples(args.data, limit=args.limit)
+    train_idx, val_idx = split(len(samples), 0.1, args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    net = ScoreNet(width=args.width).to(device)
+    boxes = torch.from_numpy(samples.score_box).to(device)  # int16: 7 MB per sample
+    acquisition_all = torch.from_numpy(samples.acquisition).to(device)
+    scores_all = torch.from_numpy(samples.scores).to(device)
+    use_amp = device.type == "cuda"
+
+    def train_step(pick: np.ndarray, optimiser, schedule=None) -> float:
+        net.train()
+        image = normalise_score_input(crops(boxes, pick, rng, True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            map_ = net(image, acquisition_all[pick])
+        loss = log_loss(map_.float(), scores_all[pick]).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        optimiser.step()
+        if schedule is not None:
+            schedule.step()
+        return float(loss)
+
+    def draw() -> np.ndarray:
+        return rng.choice(
+            train_idx, size=min(args.batch, len(train_idx)), replace=len(train_idx) < args.batch
+        )
+
+    start = time.time()
+    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr / 20, weight_decay=1e-4)
+    warmup = min(20, max(1, args.iterations // 10))  # a gentle start that also times a step
+    for _ in range(warmup):
+        train_step(draw(), optimiser)
+    iterations = args.iterations
+    if args.max_minutes is not None:
+        per_iteration = (time.time() - start) / warmup
+        iterations = int(
+            min(
+                iterations,
+                max(10, (60 * args.max_minutes - (time.time() - start)) / per_iteration * 0.92),
+            )
+        )
+    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, args.lr, total_steps=iterations, pct_start=0.05
+    )
+    history = {"train": [], "validation": []}
+    running = []
+    for step in tqdm(range(1, iterations + 1), desc="score", unit="it"):
+        running.append(train_step(draw(), optimiser, schedule))
+        if step % max(1, iterations // 25) == 0 or step == iterations:
+            val = evaluate(net, boxes, val_idx, acquisition_all, scores_all, use_amp)
+            history["train"].append((step, float(np.mean(running))))
+            history["validation"].append((step, val["loss"]))
+            running = []
+            tqdm.write(
+                f"step {step}: train {history['train'][-1][1]:.3f} validation {val['loss']:.3f} "
+                f"category accuracy {val['category_accuracy']:.2f}"
+            )
+            torch.save({"step": step, "model": net.state_dict()}, args.out / "checkpoint.pt")
+
+    final = evaluate(net, boxes, val_idx, acquisition_all, scores_all, use_amp)
+    torch.save(net.state_dict(), args.out / "score.pt")
+    save_curve(
+        history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
+    )
+    write_json(
+        args.out / "score_metrics.json",
+        {
+            "samples_train": int(len(train_idx)),
+            "samples_validation": int(len(val_idx)),
+            "iterations_run": iterations + warmup,
+            "iterations": args.iterations,
+            "batch": args.batch,
+            "lr": args.lr,
+            "width": args.width,
+            "seed": args.seed,
+            "device": str(device),
+            "seconds": round(time.time() - start, 1),
+            "validation": final,
+            "history": history,
+        },
+    )
+    print(
+        f"validation: loss {final['loss']:.3f}, category accuracy {final['category_accuracy']:.3f} (n={final['n']})"
+    )
+    return 0
+
+
+@torch.no_grad()
+def evaluate(net, boxes, index, acquisition, scores, use_amp) -> dict:
+    """Validation on central crops (the true heart centre)."""
+    net.eval()
+    rng = np.random.default_rng(0)
+    predicted = []
+    for start in range(0, len(index), 4):
+        pick = index[start : start + 4]
+        image = normalise_score_input(crops(boxes, pick, rng, False))
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            map_ = net(image, acquisition[pick])
+        predicted.append(map_.float().sum(dim=(2, 3, 4)))
+    predicted = torch.cat(predicted).cpu()
+    target = scores[index].cpu()
+    loss = float(log_loss(predicted[..., None, None, None], target).mean())
+    pred_cat = [risk_category(float(v)) for v in predicted.sum(1)]
+    true_cat = [risk_category(float(v)) for v in target.sum(1)]
+    return {
+        "n": len(index),
+        "loss": loss,
+        "category_accuracy": float(np.mean(np.equal(pred_cat, true_cat))),
+        "mae_total": float((predicted.sum(1) - target.sum(1)).abs().mean()),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
