@@ -32,3 +32,25 @@ def dciodvfy_errors(path: Path) -> list[str]:
     tool = require_tool("dciodvfy", "dicom3tools")
     proc = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+def dicom_truth_matches_nifti(folder: Path) -> float:
+    """Read a phantom case's dicom/ series, check it has exactly the geometry and voxels of its
+    image.nii.gz, and return the Agatston total of the DICOM image with the case's labels."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from models.agatston import agatston_from_images
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder / "dicom")))
+    series = reader.Execute()
+    nifti = sitk.ReadImage(str(folder / "image.nii.gz"))
+    assert series.GetSize() == nifti.GetSize()
+    assert np.allclose(series.GetOrigin(), nifti.GetOrigin(), atol=1e-4)
+    assert np.allclose(series.GetSpacing(), nifti.GetSpacing(), atol=1e-6)
+    assert np.allclose(series.GetDirection(), nifti.GetDirection(), atol=1e-6)
+    assert np.array_equal(sitk.GetArrayViewFromImage(series), sitk.GetArrayViewFromImage(nifti))
+    labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
+    labels.CopyInformation(series)
+    return agatston_from_images(series, labels).total

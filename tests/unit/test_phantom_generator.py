@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from models.agatston import agatston, agatston_from_images
 from models.labels import UNET_CHANNELS, Label
+from tests.tools import dicom_truth_matches_nifti
 from training.phantoms.acquisition import KVP_CHOICES, PROTOCOLS, sample_acquisition
 from training.phantoms.anatomy import sample_patient
 from training.phantoms.case import CaseOptions, generate_case
@@ -73,18 +74,7 @@ def test_truth_json_matches_recomputation_from_written_nifti(written_case) -> No
 
 def test_dicom_series_reads_back_with_the_nifti_geometry_and_truth(written_case) -> None:
     case, folder = written_case
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder / "dicom")))
-    series = reader.Execute()
-    nifti = sitk.ReadImage(str(folder / "image.nii.gz"))
-    assert series.GetSize() == nifti.GetSize()
-    assert np.allclose(series.GetOrigin(), nifti.GetOrigin(), atol=1e-3)
-    assert np.allclose(series.GetSpacing(), nifti.GetSpacing(), atol=1e-4)
-    assert np.allclose(series.GetDirection(), nifti.GetDirection(), atol=1e-6)
-    assert np.array_equal(sitk.GetArrayFromImage(series), sitk.GetArrayFromImage(nifti))
-    labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
-    labels.CopyInformation(series)
-    assert agatston_from_images(series, labels).total == case.truth.total
+    assert dicom_truth_matches_nifti(folder) == case.truth.total
 
 
 @pytest.mark.parametrize("category", range(5))
