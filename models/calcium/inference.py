@@ -20,6 +20,7 @@ scan correlates poorly with the atlas, or the transform is at its limits), and
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ class CalciumScorer:
         params = {k: v.float().cpu() for k, v in params.items()}
         transform = {
             "translation_mm": [round(float(v), 2) for v in params["translation_mm"][0]],
-            "rotation_deg": [round(float(np.degrees(v)), 2) for v in params["rotation_rad"][0]],
+            "rotation_deg": [round(math.degrees(float(v)), 2) for v in params["rotation_rad"][0]],
             "scale": [round(float(v), 4) for v in params["scale"][0]],
             "atlas_correlation": round(ncc, 4),
         }

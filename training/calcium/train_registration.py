@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             val = evaluate(
                 net, atlas, weight, scans[val_idx], offsets[val_idx], val_generator_seed, device
             )
-            history["train 1 - NCC"].append((step, float(loss)))
+            history["train 1 - NCC"].append((step, loss.item()))
             history["validation 1 - NCC"].append((step, val["loss"]))
             errors["validation heart error (mm)"].append((step, val["heart_error_median_mm"]))
             progress.set_postfix(
