@@ -176,3 +176,16 @@ def test_label_values_follow_the_published_unet_channels() -> None:
     names = [label.name for label in UNET_CHANNELS]
     assert names[0] == "AORTA" and names[4] == "HEART" and names[21] == "TRACHEA"
     assert [int(label) - 1 for label in UNET_CHANNELS] == list(range(22))
+
+
+def test_slice_profile_matches_a_gaussian_filter_with_nearest_edges() -> None:
+    from dataclasses import replace
+
+    from training.phantoms.acquisition import slice_profile_blur
+
+    case = generate_case(1, 0, CaseOptions(matrix=64, protocol=(5.0, 2.5), n_slices=70))
+    acq = replace(case.acquisition, slice_thickness_mm=5.0, slice_increment_mm=2.5)
+    volume = np.random.default_rng(1).standard_normal((12, 16, 16)).astype(np.float32)
+    sigma = 5.0 / 2.355 / 2.5
+    expected = ndimage.gaussian_filter1d(volume, sigma, axis=0, mode="nearest", truncate=3)
+    assert np.abs(slice_profile_blur(volume, acq) - expected).max() < 1e-5

@@ -2,7 +2,7 @@
 
 python -m training.calcium.prepare --out DIR --n N --seed S [--workers W]
 
-Per case, one compressed .npz with what both models train on, so that the full-size phantom
+Per case, one .npz (about 8 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:
 
 * `registration`: the whole scan on the 5 mm registration grid (int16 HU), and the heart
@@ -81,7 +81,7 @@ def _job(args: tuple) -> dict:
     if not path.exists():  # resumable: a rerun only makes what is missing
         sample = prepare_case(seed, category)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **sample)
+        np.savez(tmp, **sample)  # uncompressed: writing and loading dominate otherwise
         tmp.rename(path)
     with np.load(path) as sample:
         return {"index": index, "total": float(sample["scores"].sum())}

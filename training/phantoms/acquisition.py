@@ -205,8 +205,9 @@ def blur_margin_px(acq: Acquisition) -> int:
 def slice_profile_blur(array: np.ndarray, acq: Acquisition) -> np.ndarray:
     """Slice sensitivity profile along z: a Gaussian with FWHM = slice thickness.
 
-    A short explicit convolution over whole slices (contiguous memory), with edge slices
-    repeated at the ends; scipy's strided axis-0 filter is several times slower here.
+    An explicit convolution one output slice at a time, with edge slices repeated at the ends:
+    each step touches a few slices that stay in cache, where scipy's strided axis-0 filter or
+    whole-volume temporaries are several times slower.
     """
     sigma = acq.slice_thickness_mm / 2.355 / acq.slice_increment_mm
     if sigma <= 0.3:
@@ -215,16 +216,14 @@ def slice_profile_blur(array: np.ndarray, acq: Acquisition) -> np.ndarray:
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = (taps / taps.sum()).astype(np.float32)
     n = array.shape[0]
-    out = np.zeros(array.shape, dtype=np.float32)
-    for offset, weight in zip(range(-radius, radius + 1), taps, strict=True):
-        source = np.clip(np.arange(n) + offset, 0, n - 1)
-        if offset == 0:
-            out += weight * array
-            continue
-        inner = slice(max(0, -offset), min(n, n - offset))
-        out[inner] += weight * array[inner.start + offset : inner.stop + offset]
-        for k in (*range(0, inner.start), *range(inner.stop, n)):
-            out[k] += weight * array[source[k]]
+    out = np.empty(array.shape, dtype=np.float32)
+    term = np.empty(array.shape[1:], dtype=np.float32)
+    for k in range(n):
+        np.multiply(array[k], taps[radius], out=out[k])
+        for offset in range(-radius, radius + 1):
+            if offset:
+                np.multiply(array[min(max(k + offset, 0), n - 1)], taps[radius + offset], out=term)
+                out[k] += term
     return out
 
 
