@@ -82,5 +82,75 @@ def demo(
     console.print(table)
 
 
+def read_ct(path: Path):
+    """A CT volume from a NIfTI/MHA file or a DICOM folder (the series with the most slices;
+    thorough series selection and assembly belong to node.volume)."""
+    import SimpleITK as sitk
+
+    if path.is_file():
+        return sitk.ReadImage(str(path), sitk.sitkFloat32)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise ValueError(f"{path}: no DICOM image series found")
+    files = max(
+        (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), s) for s in series), key=len
+    )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    if reader.HasMetaDataKey(0, "0018|0050"):  # slice thickness: the score uses it
+        image.SetMetaData("0018|0050", reader.GetMetaData(0, "0018|0050").strip())
+    return image
+
+
+@app.command()
+def score(
+    path: Annotated[Path, typer.Argument(help="DICOM folder or NIfTI file of a chest CT")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    feedback: Annotated[
+        Path | None, typer.Option("--feedback", help="write the score map (NIfTI) here")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="model folder (default: models/weights)")
+    ] = None,
+) -> None:
+    """Score coronary calcium (Agatston) on a CT volume, without any networking."""
+    import json
+
+    import SimpleITK as sitk
+
+    from models.calcium.inference import WEIGHTS_DIR, CalciumScorer, ModelFileError, paste_into_scan
+
+    try:
+        ct = read_ct(path)
+        scorer = CalciumScorer(weights or WEIGHTS_DIR)
+        result = scorer.score(ct)
+    except (FileNotFoundError, ValueError, ModelFileError, RuntimeError) as error:
+        console.print(f"[red]cannot score {path}:[/red] {error}")
+        raise typer.Exit(1) from error
+    if feedback is not None:
+        total = result.feedback_total()
+        if total is not None:
+            sitk.WriteImage(paste_into_scan(total, ct), str(feedback), True)
+    report = result.to_dict()
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table(title=f"Coronary calcium: {path}", show_header=False)
+    table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
+    table.add_row(
+        "per artery", ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
+    )
+    table.add_row("risk category", f"{report['category_name']} (CAC-DRS {report['cacdrs']})")
+    table.add_row("flags", ", ".join(report["flags"]) or "none")
+    table.add_row("model", f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")
+    console.print(table)
+    console.print("Automated estimate from a synthetic-data model; not a diagnosis.")
+
+
 if __name__ == "__main__":
     app()

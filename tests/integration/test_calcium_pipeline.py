@@ -93,3 +93,46 @@ def test_scoring_a_phantom_gives_a_complete_result(tiny_models: Path) -> None:
     # A two-slice volume is flagged rather than scored silently.
     thin = ct[:, :, 40:42]
     assert "too_few_slices" in scorer.score(thin).flags
+
+
+def test_ctnode_score_reads_dicom_and_nifti_alike(tiny_models: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from node.cli import app
+    from training.phantoms.writer import write_case
+
+    case = generate_case(78, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=90))
+    folder = write_case(case, tmp_path / "case", dicom=True)
+    runner = CliRunner()
+    outputs = {}
+    for i, source in enumerate((folder / "dicom", folder / "image.nii.gz")):
+        feedback = tmp_path / f"feedback_{i}.nii.gz"
+        args = [
+            "score",
+            str(source),
+            "--json",
+            "--weights",
+            str(tiny_models),
+            "--feedback",
+            str(feedback),
+        ]
+        run = runner.invoke(app, args)
+        assert run.exit_code == 0, run.output
+        outputs[source.name] = json.loads(run.output)
+        written = sitk.ReadImage(str(feedback))
+        assert written.GetSize() == case.grid.to_image(case.image).GetSize()
+    dicom, nifti = outputs["dicom"], outputs["image.nii.gz"]
+    for key in ("agatston_total", "agatston_per_artery", "category", "cacdrs", "flags"):
+        assert dicom[key] == nifti[key], key
+
+
+def test_ctnode_score_explains_a_missing_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    volume = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkInt16), str(volume))
+    run = CliRunner().invoke(app, ["score", str(volume), "--weights", str(tmp_path / "none")])
+    assert run.exit_code == 1
+    assert "not installed" in run.output
