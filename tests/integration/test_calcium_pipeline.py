@@ -136,3 +136,27 @@ def test_ctnode_score_explains_a_missing_model(tmp_path: Path) -> None:
     run = CliRunner().invoke(app, ["score", str(volume), "--weights", str(tmp_path / "none")])
     assert run.exit_code == 1
     assert "not installed" in run.output
+
+
+def test_evaluation_reports_agreement_and_the_real_negative_control(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    from tests.tools import require_real_data
+    from training.calcium import evaluate
+
+    real = require_real_data("lung_pet_ct_dx_A0001")
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models, weights)
+    args = ["--n", "2", "--seed", "424242", "--workers", "1", "--weights", str(weights)]
+    assert evaluate.main([*args, "--real", str(real)]) == 0
+    report = json.loads((weights / "calcium_evaluation.json").read_text())
+    assert report["summary"]["n"] == 2 and len(report["cases"]) == 2
+    assert set(report["per_artery_icc"]) == {"LAD", "LCX", "RCA"}
+    assert sorted(r["series"] for r in report["real"]) == [
+        "series_lung_kernel",
+        "series_soft_kernel",
+    ]
+    for figure in ("calcium_scatter.png", "calcium_bland_altman.png"):
+        assert (weights / figure).read_bytes()[:4] == b"\x89PNG"
+    card = (weights / "calcium_score.md").read_text()
+    assert "ICC(A,1) total" in card and "series_soft_kernel" in card
