@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             history["validation 1 - NCC"].append((step, val["loss"]))
             errors["validation heart error (mm)"].append((step, val["heart_error_median_mm"]))
             progress.set_postfix(
-                loss=f"{float(loss):.3f}",
+                loss=f"{loss.item():.3f}",
                 val=f"{val['loss']:.3f}",
                 heart_mm=f"{val['heart_error_median_mm']:.1f}",
             )
