@@ -19,6 +19,7 @@ scan correlates poorly with the atlas, or the transform is at its limits), and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -92,10 +93,8 @@ class CalciumResult:
         return total
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -107,7 +106,7 @@ def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
         file = weights_dir / name
         if not file.exists():
             raise ModelFileError(f"{file} is missing")
-        if _sha256(file) != expected:
+        if sha256(file) != expected:
             raise ModelFileError(f"{file}: sha256 differs from the model card; refusing to load it")
     return manifest
 
@@ -216,12 +215,11 @@ def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _slice_thickness(ct: sitk.Image) -> float:
     """Nominal slice thickness from the DICOM header when the reader kept it, else the
     slice spacing (NIfTI carries no thickness)."""
-    for key in ("0018|0050",):
-        if ct.HasMetaDataKey(key):
-            try:
-                return float(ct.GetMetaData(key))
-            except ValueError:
-                break
+    if ct.HasMetaDataKey("0018|0050"):
+        try:
+            return float(ct.GetMetaData("0018|0050"))
+        except ValueError:
+            pass
     return float(ct.GetSpacing()[2])
 
 

@@ -1,20 +1,13 @@
-"""Pieces both training commands share: device choice, seeding, curves, checkpoints."""
+"""Pieces both training commands share: seeding, curves, run records."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -48,8 +41,21 @@ def save_curve(
     plt.close(fig)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def run_record(args, device, seconds: float, n_train: int, n_validation: int, **extra) -> dict:
+    """What a training run writes next to its weights: data sizes, hyperparameters, device,
+    time, and whatever the model adds (validation results, history)."""
+    return {
+        "samples_train": int(n_train),
+        "samples_validation": int(n_validation),
+        "iterations": args.iterations,
+        "batch": args.batch,
+        "lr": args.lr,
+        "width": args.width,
+        "seed": args.seed,
+        "device": str(device),
+        "seconds": round(seconds, 1),
+        **extra,
+    }
 
 
 def write_json(path: Path, data: dict) -> None:

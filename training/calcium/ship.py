@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR
+from models.calcium.inference import MANIFEST, WEIGHTS_DIR, sha256
 from training.calcium.cards import write_cards
-from training.calcium.common import sha256, write_json
+from training.calcium.common import write_json
 from training.phantoms.case import GENERATOR_VERSION
 
 VERSION = "1.0"
@@ -65,37 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         "training_data": args.data_note,
         "files": files,
         "sha256": {name: sha256(args.weights / name) for name in files.values()},
-        "registration": {
-            k: registration[k]
-            for k in (
-                "width",
-                "iterations",
-                "batch",
-                "lr",
-                "seed",
-                "device",
-                "seconds",
-                "samples_train",
-                "samples_validation",
-                "validation",
-            )
-        },
-        "score": {
-            k: score[k]
-            for k in (
-                "width",
-                "iterations",
-                "iterations_run",
-                "batch",
-                "lr",
-                "seed",
-                "device",
-                "seconds",
-                "samples_train",
-                "samples_validation",
-                "validation",
-            )
-        },
+        # The run records without their curves (those are in the PNGs next to the weights).
+        "registration": {k: v for k, v in registration.items() if k != "history"},
+        "score": {k: v for k, v in score.items() if k != "history"},
     }
     write_json(args.weights / MANIFEST, manifest)
     write_cards(args.weights)

@@ -28,6 +28,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
+from models.calcium.inference import pick_device
 from models.calcium.networks import (
     RegistrationNet,
     affine_matrix,
@@ -36,7 +37,7 @@ from models.calcium.networks import (
     warp,
 )
 from models.calcium.preprocess import REG_SIZE, REG_SPACING_MM
-from training.calcium.common import pick_device, save_curve, seed_everything, write_json
+from training.calcium.common import run_record, save_curve, seed_everything, write_json
 from training.calcium.data import Samples, load_samples, split
 
 HALF_EXTENT_MM = REG_SIZE * REG_SPACING_MM / 2
@@ -190,22 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "Registration ConvNet training",
         "1 - weighted NCC",
     )
-    write_json(
-        args.out / "registration_metrics.json",
-        {
-            "samples_train": int(len(train_idx)),
-            "samples_validation": int(len(val_idx)),
-            "iterations": args.iterations,
-            "batch": args.batch,
-            "lr": args.lr,
-            "width": args.width,
-            "seed": args.seed,
-            "device": str(device),
-            "seconds": round(time.time() - start, 1),
-            "validation": final,
-            "history": {**history, **errors},
-        },
-    )
+    record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
+                        validation=final, history={**history, **errors})  # fmt: skip
+    write_json(args.out / "registration_metrics.json", record)
     print(
         f"validation heart-centre error: median {final['heart_error_median_mm']:.1f} mm, "
         f"95th percentile {final['heart_error_p95_mm']:.1f} mm (n={final['n']})"

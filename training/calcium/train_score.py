@@ -23,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from models.agatston import risk_category
+from models.calcium.inference import pick_device
 from models.calcium.networks import ScoreNet, normalise_score_input
 from models.calcium.preprocess import SCORE_SIZE_XYZ
-from training.calcium.common import pick_device, save_curve, seed_everything, write_json
+from training.calcium.common import run_record, save_curve, seed_everything, write_json
 from training.calcium.data import load_samples, split
 from training.calcium.prepare import JITTER_VOX
 
@@ -141,23 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     save_curve(
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
-    write_json(
-        args.out / "score_metrics.json",
-        {
-            "samples_train": int(len(train_idx)),
-            "samples_validation": int(len(val_idx)),
-            "iterations_run": iterations + warmup,
-            "iterations": args.iterations,
-            "batch": args.batch,
-            "lr": args.lr,
-            "width": args.width,
-            "seed": args.seed,
-            "device": str(device),
-            "seconds": round(time.time() - start, 1),
-            "validation": final,
-            "history": history,
-        },
-    )
+    record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
+                        iterations_run=iterations + warmup, validation=final, history=history)  # fmt: skip
+    write_json(args.out / "score_metrics.json", record)
     print(
         f"validation: loss {final['loss']:.3f}, category accuracy {final['category_accuracy']:.3f} (n={final['n']})"
     )
