@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.config import ConfigError, load_settings
+from node.volume import read_ct
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="ctnode: coronary calcium on chest CT"
@@ -80,31 +81,6 @@ def demo(
     )
     table.add_row("time", f"{time.perf_counter() - start:.1f} s")
     console.print(table)
-
-
-def read_ct(path: Path):
-    """A CT volume from a NIfTI/MHA file or a DICOM folder (the series with the most slices;
-    thorough series selection and assembly belong to node.volume)."""
-    import SimpleITK as sitk
-
-    if path.is_file():
-        return sitk.ReadImage(str(path), sitk.sitkFloat32)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    if not series:
-        raise ValueError(f"{path}: no DICOM image series found")
-    files = max(
-        (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), s) for s in series), key=len
-    )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.SetOutputPixelType(sitk.sitkFloat32)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
-    if reader.HasMetaDataKey(0, "0018|0050"):  # slice thickness: the score uses it
-        image.SetMetaData("0018|0050", reader.GetMetaData(0, "0018|0050").strip())
-    return image
 
 
 @app.command()

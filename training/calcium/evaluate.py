@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models.calcium.inference import WEIGHTS_DIR, CalciumScorer
 from models.calcium.networks import ARTERY_CHANNELS
+from node.volume import read_ct
 from training.calcium import metrics
 from training.calcium.cards import EVALUATION, write_cards
 from training.phantoms.case import generate_case
@@ -63,8 +64,6 @@ def _score_case(job: tuple[int, int, int]) -> dict:
 
 
 def score_real(scorer: CalciumScorer, folder: Path) -> list[dict]:
-    from node.cli import read_ct
-
     out = []
     for series in sorted(p for p in folder.iterdir() if p.is_dir()):
         result = scorer.score(read_ct(series))
