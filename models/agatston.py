@@ -235,6 +235,52 @@ def connected_components(zyx: np.ndarray, offsets: tuple[tuple[int, int, int], .
     return component, count
 
 
+def _slice_components(zyx: np.ndarray, value: np.ndarray, pixel_area: float):
+    """2-D components of candidate voxels: (component per voxel, count, area in mm^2,
+    kept by the minimum-area rule, peak HU), the last three per component."""
+    component, n_components = connected_components(zyx, _IN_PLANE_8)
+    area = np.bincount(component, minlength=n_components) * pixel_area
+    kept = area >= MIN_COMPONENT_AREA_MM2 - _AREA_EPS
+    peak = np.full(n_components, -np.inf)
+    np.maximum.at(peak, component, value)
+    return component, n_components, area, kept, peak
+
+
+def voxel_contributions(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    *,
+    artery_of_label: Mapping[int, str] = CAC_LABEL_TO_ARTERY,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each counted voxel's share of the Agatston score, per artery: (zyx indices (3, N),
+    contribution (N,)). A voxel carries pixel area x its slice component's density weight x
+    the slice normalisation, so the contributions of an artery sum to its score exactly.
+    This is the score's own spatial distribution: the training target of the score map."""
+    increment, row_mm, col_mm = (float(s) for s in spacing_zyx)
+    pixel_area = row_mm * col_mm
+    lut = _artery_lookup(labels, artery_of_label)
+    where = np.flatnonzero(hu >= CALCIUM_THRESHOLD_HU)
+    artery_of_candidate = lut[labels.ravel()[where]]
+    out = {}
+    for index, artery in enumerate(ARTERIES, start=1):
+        mine = where[artery_of_candidate == index]
+        zyx = np.stack(np.unravel_index(mine, hu.shape)) if mine.size else np.zeros((3, 0), int)
+        if mine.size == 0:
+            out[artery] = (zyx, np.zeros(0))
+            continue
+        component, _, _, kept, peak = _slice_components(
+            zyx, hu.ravel()[mine].astype(np.float64), pixel_area
+        )
+        weight = np.where(
+            kept, density_weight(peak) * pixel_area * increment / REFERENCE_SLICE_MM, 0
+        )
+        share = weight[component]
+        counted = share > 0
+        out[artery] = (zyx[:, counted], share[counted])
+    return out
+
+
 def _score_artery(
     zyx: np.ndarray,
     value: np.ndarray,
@@ -244,11 +290,7 @@ def _score_artery(
     normalisation: float,
 ) -> tuple[list[Lesion], float]:
     """Lesions of one artery from its candidate voxels ((3, N) indices and their HU)."""
-    component, n_components = connected_components(zyx, _IN_PLANE_8)
-    area = np.bincount(component, minlength=n_components) * pixel_area
-    kept = area >= MIN_COMPONENT_AREA_MM2 - _AREA_EPS
-    peak = np.full(n_components, -np.inf)
-    np.maximum.at(peak, component, value)
+    component, n_components, area, kept, peak = _slice_components(zyx, value, pixel_area)
     component_score = np.where(kept, area * density_weight(peak) * normalisation, 0.0)
 
     counted = kept[component]

@@ -7,8 +7,8 @@
 1. The registration ConvNet aligns the scan (on a 5 mm grid covering its field of view) to the
    phantom atlas; the atlas heart centre mapped through the predicted affine is where the heart
    is in the scan.
-2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (1.5 x 1.5 x 2.5 mm,
-   interpolated and local-maximum channels) and returns a non-negative map per artery whose
+2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
+   HU, peak HU and calcium-fraction channels) and returns a non-negative map per artery whose
    sums are the Agatston scores.
 3. The map, resampled to the scan's own grid, is the decision feedback.
 
@@ -49,6 +49,7 @@ MANIFEST = "calcium_manifest.json"
 MIN_SLICES = 16
 MIN_EXTENT_MM = 80.0
 MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
+MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
 MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
 
 
@@ -135,6 +136,7 @@ class CalciumScorer:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.name = f"{self.manifest['name']} {self.manifest['version']}"
+        self.registration_passes = int(self.manifest["registration"].get("passes", 1))
         with torch.inference_mode():
             self._atlas_features = self.registration.trunk(self.atlas).flatten(1)
 
@@ -143,23 +145,20 @@ class CalciumScorer:
         """Heart centre in the scan (mm), the transform, and the alignment's correlation."""
         moving = torch.from_numpy(registration_volume(ct)).to(self.device)
         moving = nets.normalise_registration_input(moving)[None, None]
-        features = torch.cat([self._atlas_features, self.registration.trunk(moving).flatten(1)], 1)
-        params = self.registration.heads(features)
-        a, t = nets.affine_matrix(params)
-        aligned = nets.warp(moving, a, t, REG_SIZE * REG_SPACING_MM / 2)
+        a, t, aligned = nets.align(
+            self.registration, self._atlas_features, moving, REG_SIZE * REG_SPACING_MM / 2,
+            self.registration_passes,
+        )  # fmt: skip
         ncc = float(_ncc(self.atlas, aligned))
-        centre = physical_centre(ct) + t[0].double().cpu().numpy()
-        params = {k: v.float().cpu() for k, v in params.items()}
-        transform = {
-            "translation_mm": [round(float(v), 2) for v in params["translation_mm"][0]],
-            "rotation_deg": [round(math.degrees(float(v)), 2) for v in params["rotation_rad"][0]],
-            "scale": [round(float(v), 4) for v in params["scale"][0]],
-            "atlas_correlation": round(ncc, 4),
-        }
+        a, t = a[0].double().cpu(), t[0].double().cpu()
+        transform = {**_describe_transform(a, t), "atlas_correlation": round(ncc, 4)}
+        transform["passes"] = self.registration_passes
+        # A transform at the edge of what the network can express is not a trusted alignment.
         limits = (
-            params["translation_mm"].abs().max() > 0.95 * nets.MAX_TRANSLATION_MM
-            or params["rotation_rad"].abs().max() > 0.95 * nets.MAX_ROTATION_RAD
+            float(t.abs().max()) > 0.95 * nets.MAX_TRANSLATION_MM
+            or transform["rotation_deg"] > MAX_TRUSTED_ROTATION_DEG
         )
+        centre = physical_centre(ct) + t.numpy()
         return centre, transform, ncc if not limits else -1.0
 
     def score(self, ct: sitk.Image) -> CalciumResult:
@@ -207,6 +206,19 @@ class CalciumScorer:
         )
 
 
+def _describe_transform(a: torch.Tensor, t: torch.Tensor) -> dict:
+    """x_moving = R S x_atlas + t as numbers a person can read: the matrix, the translation,
+    the total rotation angle and the scale along each axis (the lengths of A's columns)."""
+    scale = torch.linalg.norm(a, dim=0)
+    cos_angle = (float(torch.trace(a / scale)) - 1) / 2
+    return {
+        "matrix": [[round(float(v), 5) for v in row] for row in a],
+        "translation_mm": [round(float(v), 2) for v in t],
+        "rotation_deg": round(math.degrees(math.acos(max(-1.0, min(1.0, cos_angle)))), 2),
+        "scale": [round(float(v), 4) for v in scale],
+    }
+
+
 def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a - a.mean(), b - b.mean()
     return (a * b).sum() / torch.sqrt((a * a).sum() * (b * b).sum() + 1e-8)
@@ -244,12 +256,12 @@ def _feedback(score_map: np.ndarray, centre: np.ndarray, ct: sitk.Image) -> dict
     overlays the scan exactly; `paste_into_scan` makes a full-size image when one is needed.
     """
     base = score_grid(centre)
-    spacing = [2 * s for s in SCORE_SPACING_MM]
+    spacing = list(SCORE_SPACING_MM)
     components = []
     for channel in score_map:
         image = sitk.GetImageFromArray((channel / float(np.prod(spacing))).astype(np.float32))
         image.SetSpacing(spacing)
-        image.SetOrigin(base.GetOrigin())  # a stride-2 output voxel is centred on input 2i
+        image.SetOrigin(base.GetOrigin())  # the map is on the score grid itself
         components.append(image)
     region = covering_region(ct, base)
     if region is None:

@@ -8,7 +8,7 @@ last feature map is flattened rather than globally pooled, so the dense layers s
 things are, which a field-of-view alignment needs.
 
 ScoreNet is fully convolutional. Its last layer is a non-negative map with one channel per
-artery (LAD, LCX, RCA) on a 3 mm in-plane grid; the sum of a channel is that artery's
+artery (LAD, LCX, RCA) on the 3 x 3 x 2.5 mm score grid; the sum of a channel is that artery's
 predicted Agatston score. The map is the decision feedback: it shows where the score came from.
 """
 
@@ -100,6 +100,35 @@ def warp(
     return F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def align(
+    net: RegistrationNet,
+    atlas_features: torch.Tensor,
+    moving: torch.Tensor,
+    half_extent_mm: float,
+    passes: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Align `moving` (B, 1, D, H, W) to the atlas whose trunk features are given (1, F).
+
+    With passes > 1 the network looks again at the scan as aligned so far and its correction is
+    composed with the transform: x_moving = A1 (A2 x + t2) + t1. Returns (A, t, aligned scan).
+    """
+    batch = len(moving)
+    a = torch.eye(3, device=moving.device).expand(batch, 3, 3)
+    t = torch.zeros(batch, 3, device=moving.device)
+    aligned = moving
+    for _ in range(passes):
+        features = torch.cat([atlas_features.expand(batch, -1), net.trunk(aligned).flatten(1)], 1)
+        step_a, step_t = affine_matrix(net.heads(features))
+        t = t + (a @ step_t.unsqueeze(-1)).squeeze(-1)
+        a = a @ step_a
+        aligned = warp(moving, a, t, half_extent_mm)
+    return a, t, aligned
+
+
+def _upsample_join(low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    return torch.cat([F.interpolate(low, size=skip.shape[2:], mode="trilinear"), skip], 1)
+
+
 def _merge(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1), nn.ELU(inplace=True))
 
@@ -107,44 +136,50 @@ def _merge(in_ch: int, out_ch: int) -> nn.Sequential:
 class ScoreNet(nn.Module):
     """Fully convolutional direct Agatston regression with a per-artery score map.
 
-    An encoder to 1/8 resolution (12 mm in plane: context to tell the arteries apart) and a
-    decoder back to 1/2 (3 mm), with skip connections. Decoder levels merge with 1x1
-    convolutions before their 3x3 convolution, which keeps a 512 x 512 x 100 scan within the
-    CPU budget (about 17 GFLOP for the network).
+    Input: the three score-grid channels at 3 x 3 x 2.5 mm (preprocess.py) and the acquisition
+    features. An encoder to 1/8 resolution (24 mm in plane; a receptive field of about 15 cm,
+    enough to tell the arteries apart by where they run on the heart) and a decoder back to the
+    input grid with skip connections; decoder levels merge with 1x1 convolutions before their
+    3x3 convolution, which keeps a scan well inside the 2 s CPU budget. Output: one
+    non-negative map per artery on the input grid, in Agatston units per voxel.
     """
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         w = width
-        self.stem = _conv(2 + N_ACQUISITION_FEATURES, w // 2)  # full resolution: peaks, edges
-        self.down1 = _conv(w // 2, 2 * w, stride=2)  # 3 mm
-        self.down2 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 6 mm
-        self.down3 = nn.Sequential(_conv(4 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 12 mm
+        self.stem = _conv(3 + N_ACQUISITION_FEATURES, w)  # 3 mm
+        self.down1 = nn.Sequential(_conv(w, 2 * w, stride=2), _conv(2 * w, 2 * w))  # 6 mm
+        self.down2 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 12 mm
+        self.down3 = nn.Sequential(_conv(4 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 24 mm
         self.up2 = nn.Sequential(_merge(8 * w, 4 * w), _conv(4 * w, 2 * w))
         self.up1 = nn.Sequential(_merge(4 * w, 2 * w), _conv(2 * w, w))
-        self.head = nn.Conv3d(w, len(ARTERY_CHANNELS), 1)
-        # Start with a small total: softplus(-10) = 4.5e-5 per map voxel, about 7 per artery
-        # over a 36 x 64 x 64 map. A larger start (-4 gave ~2,700 per artery) makes the first
-        # steps push every voxel deep into softplus's flat tail, where the map dies.
+        self.up0 = nn.Sequential(_merge(2 * w, w), _conv(w, w // 2))
+        self.head = nn.Conv3d(w // 2, len(ARTERY_CHANNELS), 1)
+        # Start with a small total: softplus(-10) = 4.5e-5 per map voxel, about 13 per artery
+        # over the 64 x 64 x 72 map. A larger start (-4 gave thousands per artery) makes the
+        # first steps push every voxel deep into softplus's flat tail, where the map dies.
         nn.init.constant_(self.head.bias, -10.0)
 
     def forward(self, image: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
-        """image (B, 2, Z, Y, X) normalised; acquisition (B, 3). Returns the score map
-        (B, 3, Z/2, Y/2, X/2), non-negative, in Agatston units per map voxel."""
+        """image (B, 3, Z, Y, X) normalised; acquisition (B, 3). Returns the score map
+        (B, 3, Z, Y, X), non-negative, in Agatston units per map voxel."""
         b, _, z, y, x = image.shape
         conditioning = acquisition.view(b, -1, 1, 1, 1).expand(b, acquisition.shape[1], z, y, x)
         s0 = self.stem(torch.cat([image, conditioning], 1))
         s1 = self.down1(s0)
         s2 = self.down2(s1)
         s3 = self.down3(s2)
-        u2 = self.up2(torch.cat([F.interpolate(s3, size=s2.shape[2:]), s2], 1))
-        u1 = self.up1(torch.cat([F.interpolate(u2, size=s1.shape[2:]), s1], 1))
-        return F.softplus(self.head(u1))
+        u2 = self.up2(_upsample_join(s3, s2))
+        u1 = self.up1(_upsample_join(u2, s1))
+        u0 = self.up0(_upsample_join(u1, s0))
+        return F.softplus(self.head(u0))
 
 
-def normalise_score_input(hu: torch.Tensor) -> torch.Tensor:
-    """HU to network range: soft tissue and calcium resolved, air and lung flattened."""
-    return (hu.clamp(-300.0, 1500.0) - 100.0) / 300.0
+def normalise_score_input(channels: torch.Tensor) -> torch.Tensor:
+    """Score-grid channels (mean HU, peak HU, calcium fraction) to network range: soft tissue
+    and calcium resolved, air and lung flattened."""
+    hu = (channels[:, :2].clamp(-300.0, 1500.0) - 100.0) / 300.0
+    return torch.cat([hu, 4.0 * channels[:, 2:3] - 1.0], 1)
 
 
 def acquisition_features(increment_mm: float, thickness_mm: float, pixel_mm: float) -> list[float]:

@@ -4,12 +4,17 @@
   of view, identity direction. Coarse on purpose: it has to see the whole chest, and the
   registration only needs the layout of lungs, heart and bones. Averaging (bin shrink) before
   resampling avoids aliasing.
-* Score grid: 128 x 128 x 72 voxels of 1.5 x 1.5 x 2.5 mm (192 x 192 x 180 mm) centred on the
+* Score grid: 64 x 64 x 72 voxels of 3 x 3 x 2.5 mm (192 x 192 x 180 mm) centred on the
   heart as located by the registration, identity direction, physical scale kept (no rotation
-  or scaling: the Agatston score is defined in mm^2 on axial slices). Two channels: the
-  interpolated image, and its local maximum over one target voxel's footprint. The second
-  channel is why 1.5 mm is enough: a calcification smaller than a voxel still shows up with its
-  peak HU, which sets the Agatston weight, while the first channel carries extent and context.
+  or scaling: the Agatston score is defined in mm^2 on axial slices). Three channels, each
+  summarising the native voxels under one score voxel's footprint:
+  - mean HU (context: heart, fat, vessels, bone);
+  - peak HU, which sets the Agatston density weight even for a calcification far smaller than
+    the score voxel;
+  - the fraction of native voxels at or above 130 HU, i.e. the candidate area (and depth) the
+    score counts, measured at the scan's own resolution.
+  With these, 3 mm loses nothing the score depends on, and the network runs on 1/8 of the
+  voxels a 1.5 mm grid would need (the 2 s CPU budget, and training on a CPU).
 
 Arrays are (z, y, x) float32 HU.
 """
@@ -23,8 +28,10 @@ from scipy import ndimage
 AIR_HU = -1000.0
 REG_SIZE = 80
 REG_SPACING_MM = 5.0
-SCORE_SIZE_XYZ = (128, 128, 72)
-SCORE_SPACING_MM = (1.5, 1.5, 2.5)
+SCORE_SIZE_XYZ = (64, 64, 72)
+SCORE_SPACING_MM = (3.0, 3.0, 2.5)
+SCORE_CHANNELS = ("mean_hu", "peak_hu", "calcium_fraction")
+CALCIUM_HU = 130.0
 
 
 def grid_image(centre_mm, size_xyz, spacing_mm) -> sitk.Image:
@@ -75,21 +82,29 @@ def covering_region(image: sitk.Image, ref: sitk.Image, margin_vox: int = 2) -> 
 
 
 def score_input(image: sitk.Image, centre_mm, size_xyz=SCORE_SIZE_XYZ) -> np.ndarray:
-    """Two channels on the score grid: interpolated HU and local-maximum HU, (2, z, y, x)."""
+    """The three score-grid channels (see above), (3, z, y, x) float32."""
     ref = score_grid(centre_mm, size_xyz)
     region = covering_region(image, ref)
     if region is None:
-        return np.full((2, *size_xyz[::-1]), AIR_HU, dtype=np.float32)
-    region = sitk.Cast(region, sitk.sitkFloat32)
-    mean = sitk.Resample(region, ref, sitk.Transform(), sitk.sitkLinear, AIR_HU)
-    # Half a target voxel each way, in native voxels: the footprint of one score voxel.
-    radius = [
-        int(round(t / s / 2)) for t, s in zip(SCORE_SPACING_MM, image.GetSpacing(), strict=True)
+        out = np.zeros((3, *size_xyz[::-1]), dtype=np.float32)
+        out[:2] = AIR_HU
+        return out
+    native = sitk.GetArrayViewFromImage(region)
+    # One score voxel's footprint in native voxels (odd, so the filters stay centred).
+    footprint = tuple(
+        2 * int(round(t / s / 2)) + 1
+        for t, s in zip(SCORE_SPACING_MM[::-1], region.GetSpacing()[::-1], strict=True)
+    )
+    # scipy's separable box filters: ITK's grayscale dilation is about ten times slower here.
+    channels = [
+        ndimage.uniform_filter(native.astype(np.float32), footprint),
+        ndimage.maximum_filter(native, footprint).astype(np.float32),
+        ndimage.uniform_filter((native >= CALCIUM_HU).astype(np.float32), footprint),
     ]
-    # scipy's separable box maximum: ITK's GrayscaleDilate is about ten times slower here.
-    footprint = tuple(2 * r + 1 for r in radius[::-1])
-    peak_array = ndimage.maximum_filter(sitk.GetArrayViewFromImage(region), footprint)
-    peak_native = sitk.GetImageFromArray(peak_array)
-    peak_native.CopyInformation(region)
-    peak = sitk.Resample(peak_native, ref, sitk.Transform(), sitk.sitkLinear, AIR_HU)
-    return np.stack([sitk.GetArrayFromImage(mean), sitk.GetArrayFromImage(peak)])
+    out = []
+    for channel, outside in zip(channels, (AIR_HU, AIR_HU, 0.0), strict=True):
+        filtered = sitk.GetImageFromArray(channel)
+        filtered.CopyInformation(region)
+        resampled = sitk.Resample(filtered, ref, sitk.Transform(), sitk.sitkLinear, outside)
+        out.append(sitk.GetArrayFromImage(resampled))
+    return np.stack(out)

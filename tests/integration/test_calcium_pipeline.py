@@ -39,10 +39,15 @@ def tiny_models(tmp_path_factory) -> Path:
 def test_prepared_sample_holds_what_training_needs(tiny_models: Path) -> None:
     sample = np.load(next((tiny_models.parent / "data").glob("sample_*.npz")))
     assert sample["registration"].shape == (80, 80, 80)
-    assert sample["score_box"].shape == (2, 82, 144, 144)
-    # The local-maximum channel is never below the interpolated one.
-    assert (sample["score_box"][1] >= sample["score_box"][0] - 1).all()
+    box = sample["score_box"].astype(np.float32)
+    assert box.shape == (3, 88, 78, 78)
+    # The peak channel is never below the mean one; the calcium fraction is a fraction.
+    assert (box[1] >= box[0] - 1).all()
+    assert box[2].min() >= 0 and box[2].max() <= 1
     assert sample["scores"].shape == (3,)
+    # The sparse score density is the truth's own: it sums to each artery's score.
+    density = np.bincount(sample["density_artery"], sample["density_value"], minlength=3)
+    np.testing.assert_allclose(density, sample["scores"], rtol=1e-5, atol=1e-3)
 
 
 def test_shipped_files_have_cards_and_checked_hashes(tiny_models: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from models.agatston import (
     density_weight,
     risk_category,
     rounded_score,
+    voxel_contributions,
 )
 from models.labels import Label
 
@@ -753,3 +754,31 @@ def test_voxels_on_all_faces_of_the_volume():
     r = agatston(hu, lab, COARSE)
     assert r.total == pytest.approx(16.0)  # 8 x (1 mm^2 x w2) = 16.0
     assert len(r.lesions) == 8
+
+
+# --------------------------------------------------------------------------------------------
+# Voxel contributions: the score's spatial distribution (training target of the score map)
+# --------------------------------------------------------------------------------------------
+
+
+def test_voxel_contributions_carry_the_component_weight_and_drop_small_components():
+    hu, lab = blank((2, 8, 8))
+    paint(hu, lab, 0, slice(0, 2), slice(0, 2), 150)  # 4 x 0.25 mm^2, peak 450 below
+    hu[0, 0, 0] = 450
+    paint(hu, lab, 1, 5, slice(5, 8), 400, RCA)  # 0.75 mm^2: below 1 mm^2, dropped
+    parts = voxel_contributions(hu, lab, (1.5, 0.5, 0.5))
+    zyx, share = parts["LAD"]
+    assert zyx.shape == (3, 4)
+    # Every voxel of the component carries its peak's weight: 0.25 mm^2 x 4 x 1.5/3.
+    np.testing.assert_allclose(share, 0.5)
+    assert parts["RCA"][1].size == 0 and parts["LCX"][1].size == 0
+
+
+def test_voxel_contributions_sum_to_the_artery_scores():
+    rng = np.random.default_rng(7)
+    hu = rng.integers(-100, 700, size=(6, 24, 24)).astype(np.int16)
+    lab = rng.choice([0, LM, LAD, LCX, RCA], size=hu.shape).astype(np.uint8)
+    result = agatston(hu, lab, (2.0, 0.7, 0.7))
+    parts = voxel_contributions(hu, lab, (2.0, 0.7, 0.7))
+    for artery, score in result.per_artery.items():
+        assert parts[artery][1].sum() == pytest.approx(score)

@@ -14,10 +14,13 @@ class Samples:
     registration: np.ndarray  # (N, 80, 80, 80) int16 HU
     registration_heart: np.ndarray  # (N, 80, 80, 80) uint8, heart probability x 255
     heart_offset_mm: np.ndarray  # (N, 3) heart centre minus registration-grid centre (x, y, z)
-    score_box: np.ndarray | None  # (N, 2, Z, Y, X) int16 HU
+    score_box: np.ndarray | None  # (N, 3, Z, Y, X) float16 score-grid channels
     scores: np.ndarray  # (N, 3) LAD, LCX, RCA
     acquisition: np.ndarray  # (N, 3)
     seeds: np.ndarray
+    # Per sample, the sparse score density on the score box grid: (artery, z, y, x) rows and
+    # their Agatston shares (prepare.score_density); None when loaded without score boxes.
+    density: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -31,6 +34,7 @@ class Samples:
             self.scores[index],
             self.acquisition[index],
             self.seeds[index],
+            None if self.density is None else [self.density[i] for i in index],
         )
 
 
@@ -49,7 +53,7 @@ def load_samples(folder: Path, *, with_score_box: bool = True, limit: int | None
         "registration_centre_mm",
     ]
     if with_score_box:
-        keys.append("score_box")
+        keys += ["score_box", "density_artery", "density_zyx", "density_value"]
 
     def read(path: Path) -> dict:
         with np.load(path) as sample:
@@ -66,6 +70,15 @@ def load_samples(folder: Path, *, with_score_box: bool = True, limit: int | None
         scores=stack("scores").astype(np.float32),
         acquisition=stack("acquisition").astype(np.float32),
         seeds=stack("seed"),
+        density=[
+            (
+                np.column_stack([s["density_artery"], s["density_zyx"]]).astype(np.int64),
+                s["density_value"].astype(np.float32),
+            )
+            for s in loaded
+        ]
+        if with_score_box
+        else None,
     )
 
 

@@ -2,15 +2,18 @@
 
 python -m training.calcium.prepare --out DIR --n N --seed S [--workers W]
 
-Per case, one .npz (about 8 MB) with what both models train on, so that the full-size phantom
+Per case, one .npz (about 4 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:
 
 * `registration`: the whole scan on the 5 mm registration grid (int16 HU), and the heart
   mask on that grid (for building the atlas);
 * `heart_centre_mm`, `registration_centre_mm`: where the heart is (centre of its bounds,
   atria and epicardial fat included) and where the registration grid is centred;
-* `score_box`: the two score-grid channels over a box larger than the network's crop by the
-  registration jitter used in training, centred on the true heart centre (int16 HU);
+* `score_box`: the three score-grid channels (float16) over a box larger than the network's
+  crop by the registration jitter used in training, centred on the true heart centre;
+* `density_zyx`, `density_artery`, `density_value`: where the score lies, as a sparse map on
+  the score box's grid (each counted voxel's share of its artery's score, binned to the
+  nearest box voxel): the dense target of the score map;
 * `scores`: ground-truth Agatston per artery (LAD, LCX, RCA) and `acquisition` features.
 """
 
@@ -27,25 +30,52 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from models.agatston import voxel_contributions
 from models.calcium.networks import ARTERY_CHANNELS, acquisition_features
 from models.calcium.preprocess import (
     SCORE_SIZE_XYZ,
     physical_centre,
     registration_grid,
     registration_volume,
+    score_grid,
     score_input,
 )
 from models.labels import Label
 from training.phantoms.case import CaseOptions, generate_case
 from training.phantoms.plan import case_plan
 
-JITTER_VOX = (8, 8, 5)  # +-12 mm in plane, +-12.5 mm in z: the crop's training jitter
+JITTER_VOX = (7, 7, 8)  # +-21 mm in plane, +-20 mm in z: the crop's training jitter
 BOX_SIZE_XYZ = tuple(s + 2 * j for s, j in zip(SCORE_SIZE_XYZ, JITTER_VOX, strict=True))
 
 
 def heart_centre(truth_patient: dict) -> np.ndarray:
     low, high = (np.asarray(b, dtype=float) for b in truth_patient["heart_bounds_mm"])
     return (low + high) / 2
+
+
+def score_density(case, centre_mm) -> dict[str, np.ndarray]:
+    """The truth's voxel contributions binned onto the score box grid around `centre_mm`."""
+    grid = case.grid
+    spacing_zyx = grid.spacing[::-1]
+    box = score_grid(centre_mm, BOX_SIZE_XYZ)
+    origin, step = np.asarray(box.GetOrigin()), np.asarray(box.GetSpacing())
+    keys, values = [], []
+    contributions = voxel_contributions(case.image, case.labels, spacing_zyx)
+    for artery_index, artery in enumerate(ARTERY_CHANNELS):
+        zyx, share = contributions[artery]
+        world = np.stack([grid.x()[zyx[2]], grid.y()[zyx[1]], grid.z()[zyx[0]]], 1)
+        xyz = np.rint((world - origin) / step).astype(np.int64)
+        inside = np.all((xyz >= 0) & (xyz < np.asarray(BOX_SIZE_XYZ)), axis=1)
+        keys.append(np.column_stack([np.full(inside.sum(), artery_index), xyz[inside, ::-1]]))
+        values.append(share[inside])
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    summed = np.bincount(inverse.ravel(), values, len(unique))
+    return {
+        "density_artery": unique[:, 0].astype(np.uint8),
+        "density_zyx": unique[:, 1:].astype(np.int16),
+        "density_value": summed.astype(np.float32),
+    }
 
 
 def prepare_case(seed: int, category: int, options: CaseOptions | None = None) -> dict:
@@ -62,9 +92,8 @@ def prepare_case(seed: int, category: int, options: CaseOptions | None = None) -
         "registration_heart": (sitk.GetArrayFromImage(reg_heart) * 255).astype(np.uint8),
         "registration_centre_mm": physical_centre(image),
         "heart_centre_mm": centre,
-        "score_box": np.clip(np.rint(score_input(image, centre, BOX_SIZE_XYZ)), -1024, 3071).astype(
-            np.int16
-        ),
+        "score_box": score_input(image, centre, BOX_SIZE_XYZ).astype(np.float16),
+        **score_density(case, centre),
         "scores": np.array([case.truth.per_artery[a] for a in ARTERY_CHANNELS]),
         "acquisition": np.array(
             acquisition_features(
