@@ -10,13 +10,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.config import ConfigError, load_settings
+from node.config import ConfigError, Settings, load_settings
 from node.volume import read_ct
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="ctnode: coronary calcium on chest CT"
 )
 console = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="site configuration (TOML) on top of config.toml"),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as error:
+        console.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
 
 
 @app.callback()
@@ -126,6 +139,117 @@ def score(
     table.add_row("model", f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")
     console.print(table)
     console.print("Automated estimate from a synthetic-data model; not a diagnosis.")
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the node (DICOM listener) in the foreground until SIGTERM or Ctrl-C."""
+    from node.service import configure_logging
+    from node.service import serve as run_service
+
+    settings = _settings(config)
+    configure_logging()
+    try:
+        run_service(settings)
+    except OSError as error:  # e.g. the port is taken
+        console.print(f"[red]cannot start:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def echo(
+    target: Annotated[
+        str, typer.Argument(help="a [[destinations]] or [[peers]] name, or AE@HOST:PORT")
+    ],
+    config: ConfigOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait")] = 10.0,
+) -> None:
+    """Check a DICOM connection with C-ECHO, calling with the node's own AE title."""
+    from node.scu import echo as send_echo
+    from node.scu import resolve_remote
+
+    settings = _settings(config)
+    try:
+        remote = resolve_remote(target, settings)
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    result = send_echo(remote, settings.node.ae_title, timeout)
+    where = str(remote) if "@" in remote.name else f"{remote.name} ({remote})"
+    status = "" if result.status is None else f" status 0x{result.status:04X}"
+    if result.ok:
+        console.print(
+            f"C-ECHO {where}: [green]success[/green]{status} in {result.seconds * 1000:.0f} ms"
+        )
+        return
+    console.print(f"C-ECHO {where}: [red]failed[/red]{status}: {result.message}")
+    raise typer.Exit(1)
+
+
+def _abbreviated_uid(uid: str, keep: int = 10) -> str:
+    """The end of a UID, where UIDs of one site differ (the start is the site's root)."""
+    return uid if len(uid) <= keep + 1 else "…" + uid[-keep:]
+
+
+@app.command()
+def series(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="most recent N series")] = 50,
+    wide: Annotated[bool, typer.Option("--wide", help="full UIDs in the table")] = False,
+) -> None:
+    """List received series, the most recently active first (UIDs abbreviated; --wide or
+    --json for the full ones)."""
+    import json
+
+    from node.db import init_db, list_series, make_session_factory
+
+    settings = _settings(config)
+    engine = init_db(settings.storage.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = [
+                {
+                    "id": s.id,
+                    "study_uid": s.study_uid,
+                    "series_uid": s.series_uid,
+                    "modality": s.modality,
+                    "instances": s.instance_count,
+                    "sender_ae": s.sender_ae,
+                    "first_received_at": s.first_received_at.isoformat(),
+                    "last_received_at": s.last_received_at.isoformat(),
+                    "completed_at": s.completed_at.isoformat() if s.completed_at else None,
+                    "state": s.state.value,
+                }
+                for s in list_series(session, limit)
+            ]
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        console.print("no series received yet")
+        return
+    table = Table(title=f"Received series (most recent {len(rows)}, times in UTC)")
+    columns = ["id", "series UID", *(["study UID"] if wide else []), "mod", "inst", "sender"]
+    for name in (*columns, "first", "last", "state"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        uids = (
+            [row["series_uid"], row["study_uid"]] if wide else [_abbreviated_uid(row["series_uid"])]
+        )
+        table.add_row(
+            str(row["id"]),
+            *uids,
+            row["modality"] or "",
+            str(row["instances"]),
+            row["sender_ae"],
+            row["first_received_at"][:19].replace("T", " "),
+            row["last_received_at"][11:19],
+            row["state"],
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,20 @@
 Precedence (last wins): the defaults in the repository's config.toml, the file given with
 --config, then environment variables CTNODE_<SECTION>__<KEY>. Unknown sections or keys and
 values of the wrong type are errors at start, not surprises later.
+
+Arrays of tables ([[peers]], [[destinations]]) are replaced whole by a file that defines them
+(a site lists all its peers, it does not patch the defaults' list), and they cannot be changed
+from the environment: there is no unambiguous way to address one entry of a list by name.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +26,26 @@ ENV_PREFIX = "CTNODE_"
 
 class ConfigError(ValueError):
     """A configuration problem, with the section and key it concerns."""
+
+
+def check_ae_title(value: str, key: str) -> None:
+    """PS3.5 AE title: 1-16 characters of the default repertoire, no backslash or control
+    characters, not only spaces."""
+    if not value.strip() or len(value) > 16:
+        raise ConfigError(f"{key}: an AE title has 1-16 characters, got {value!r}")
+    if any(ch == "\\" or not (" " <= ch <= "~") for ch in value):
+        raise ConfigError(f"{key}: an AE title has printable ASCII without '\\', got {value!r}")
+
+
+def check_port(value: int, key: str, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{key}: a TCP port is {low}-65535, got {value}")
+
+
+def check_host(value: str, key: str) -> None:
+    if not value or any(ch.isspace() for ch in value):
+        raise ConfigError(f"{key}: a host name or IP address is required, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -33,17 +60,132 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    ae_title: str
+    port: int
+    bind: str
+    max_associations: int
+    accept_unknown_peers: bool
+    check_peer_host: bool
+    network_timeout_s: float
+
+    def __post_init__(self) -> None:
+        check_ae_title(self.ae_title, "node.ae_title")
+        # Port 0 asks the operating system for a free port (tests use it).
+        check_port(self.port, "node.port", allow_zero=True)
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError as error:
+            raise ConfigError(f"node.bind: an IP address, got {self.bind!r}") from error
+        if self.max_associations < 1:
+            raise ConfigError(f"node.max_associations must be >= 1, got {self.max_associations}")
+        if self.network_timeout_s <= 0:
+            raise ConfigError(f"node.network_timeout_s must be > 0, got {self.network_timeout_s}")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    spool_dir: Path
+    database_url: str
+    min_free_mb: int
+
+    def __post_init__(self) -> None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(self.database_url)
+        except ArgumentError as error:
+            raise ConfigError(f"storage.database_url: {error}") from error
+        if self.min_free_mb < 0:
+            raise ConfigError(f"storage.min_free_mb must be >= 0, got {self.min_free_mb}")
+
+
+@dataclass(frozen=True)
+class SeriesSettings:
+    complete_after_s: float
+
+    def __post_init__(self) -> None:
+        if self.complete_after_s <= 0:
+            raise ConfigError(f"series.complete_after_s must be > 0, got {self.complete_after_s}")
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """A sender the node accepts associations from (the allow-list)."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    complete_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        key = f"peers[{self.name}]"
+        check_ae_title(self.ae_title, f"{key}.ae_title")
+        check_host(self.host, f"{key}.host")
+        check_port(self.port, f"{key}.port")
+        if self.complete_after_s is not None and self.complete_after_s <= 0:
+            raise ConfigError(f"{key}.complete_after_s must be > 0, got {self.complete_after_s}")
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """A DICOM node results are sent to (C-STORE SCP)."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        key = f"destinations[{self.name}]"
+        check_ae_title(self.ae_title, f"{key}.ae_title")
+        check_host(self.host, f"{key}.host")
+        check_port(self.port, f"{key}.port")
+
+
+@dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
+    node: NodeSettings
+    storage: StorageSettings
+    series: SeriesSettings
+    peers: tuple[PeerSettings, ...]
+    destinations: tuple[DestinationSettings, ...]
+
+    def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
+        """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
+        wanted = ae_title.strip()
+        return next((p for p in self.peers if p.ae_title.strip() == wanted), None)
+
+    def complete_after_s_for(self, sender_ae: str) -> float:
+        """Idle time after which a series from this sender counts as complete."""
+        peer = self.peer_by_ae_title(sender_ae)
+        if peer is not None and peer.complete_after_s is not None:
+            return peer.complete_after_s
+        return self.series.complete_after_s
 
 
-SECTIONS = {"demo": DemoSettings}
+SECTIONS: dict[str, type] = {
+    "demo": DemoSettings,
+    "node": NodeSettings,
+    "storage": StorageSettings,
+    "series": SeriesSettings,
+}
+LIST_SECTIONS: dict[str, type] = {"peers": PeerSettings, "destinations": DestinationSettings}
 
 
 def _merge(base: dict, extra: dict) -> dict:
-    merged = {section: dict(values) for section, values in base.items()}
+    merged = {
+        section: (dict(values) if isinstance(values, dict) else list(values))
+        for section, values in base.items()
+    }
     for section, values in extra.items():
-        merged.setdefault(section, {}).update(values)
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values  # arrays of tables (and type errors, caught later)
     return merged
 
 
@@ -68,28 +210,83 @@ def _env_overrides(values: dict, environ: dict[str, str]) -> dict:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section in LIST_SECTIONS:
+            raise ConfigError(
+                f"{name}: [[{section}]] entries cannot be set from the environment; "
+                "list them in a --config file"
+            )
         if section not in values or key not in values[section]:
             raise ConfigError(f"{name}: no setting [{section}] {key}")
         out.setdefault(section, {})[key] = _coerce(raw, values[section][key], name)
     return out
 
 
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether a TOML value fits a dataclass field type (int, float, str, bool, Path, X | None)."""
+    if isinstance(expected, types.UnionType):
+        return any(_matches(value, member) for member in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:  # TOML writes 60 for 60.0; accept integers for float settings
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected in (str, Path):
+        return isinstance(value, str)
+    return isinstance(value, expected)
+
+
+def _build_section(cls: type, given: Any, where: str) -> Any:
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: expected a table of keys, got {type(given).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    missing = {n for n, f in known.items() if f.default is MISSING and n not in given}
+    if missing:
+        raise ConfigError(f"{where}: missing keys {sorted(missing)}")
+    converted = {}
+    for key, value in given.items():
+        expected = hints[key]
+        if not _matches(value, expected):
+            name = getattr(expected, "__name__", str(expected))
+            raise ConfigError(f"{where} {key}: expected {name}, got {value!r}")
+        converted[key] = Path(value) if expected is Path else value
+    return cls(**converted)
+
+
+def _build_list(cls: type, given: Any, section: str) -> tuple:
+    if not isinstance(given, list):
+        raise ConfigError(f"[[{section}]]: expected an array of tables ([[{section}]] blocks)")
+    built = tuple(
+        _build_section(cls, entry, f"[[{section}]] #{i + 1}") for i, entry in enumerate(given)
+    )
+    names = [entry.name for entry in built]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"[[{section}]]: names must be unique, repeated {duplicates}")
+    return built
+
+
 def _build(values: dict) -> Settings:
-    built = {}
-    for section, cls in SECTIONS.items():
-        given = values.get(section, {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(given) - set(known)
-        if unknown:
-            raise ConfigError(f"[{section}]: unknown keys {sorted(unknown)}")
-        missing = set(known) - set(given)
-        if missing:
-            raise ConfigError(f"[{section}]: missing keys {sorted(missing)}")
-        converted = {k: Path(v) if known[k].type in ("Path", Path) else v for k, v in given.items()}
-        built[section] = cls(**converted)
-    unknown_sections = set(values) - set(SECTIONS)
+    unknown_sections = set(values) - set(SECTIONS) - set(LIST_SECTIONS)
     if unknown_sections:
         raise ConfigError(f"unknown sections {sorted(unknown_sections)}")
+    built: dict[str, Any] = {
+        section: _build_section(cls, values.get(section, {}), f"[{section}]")
+        for section, cls in SECTIONS.items()
+    }
+    for section, cls in LIST_SECTIONS.items():
+        built[section] = _build_list(cls, values.get(section, []), section)
+    ae_titles = [peer.ae_title.strip() for peer in built["peers"]]
+    repeated = sorted({t for t in ae_titles if ae_titles.count(t) > 1})
+    if repeated:
+        # The allow-list and the per-peer timeout look peers up by calling AE title.
+        raise ConfigError(f"[[peers]]: AE titles must be unique, repeated {repeated}")
     return Settings(**built)
 
 

@@ -1,0 +1,508 @@
+"""The DICOM listener (SCP): association policy, C-ECHO, C-STORE into the spool and database.
+
+An instance is answered with success (0x0000) only after its file is durably in the spool and
+its database rows are committed, so a sender may delete its copy as soon as it sees success.
+A second copy of a SOP Instance UID is answered with success and changes nothing (one event).
+Bad input gets a failure status and an `instance.rejected` event with the reason; nothing a
+sender does makes the listener stop. Log lines and events carry UIDs and AE titles only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.config import PeerSettings, Settings
+from node.db import add_instance, find_instance, record_event, write_session
+from node.spool import InvalidUIDError, instance_relative_path, validate_uid, write_durably
+
+LOG = logging.getLogger("ctnode.receive")
+
+# Transfer syntaxes accepted for every storage SOP class. The compressed ones are stored as
+# received (no transcoding); pydicom decodes them later with python-gdcm (JPEG baseline,
+# extended and lossless, JPEG-LS, JPEG 2000) or its built-in RLE and deflate support.
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+# Larger PDUs than pynetdicom's 16 kB default: fewer, bigger reads for 512 kB CT slices.
+MAX_PDU_BYTES = 1 << 20
+
+# C-STORE statuses (PS3.4 B.2.3).
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700  # disk full, disk or database error: the sender retries later
+STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000  # a required UID missing or invalid
+STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: int
+    reason: str = ""  # empty on success; goes to the sender as ErrorComment (max 64 chars)
+    duplicate: bool = False  # success because the instance was already stored
+
+    def as_dataset(self) -> Dataset:
+        response = Dataset()
+        response.Status = self.status
+        if self.reason:
+            response.ErrorComment = self.reason[:64]
+        return response
+
+
+@dataclass(frozen=True)
+class AssociationRefusal:
+    reason: str
+    result_source_diagnostic: tuple[int, int, int]
+
+
+@dataclass
+class AssociationCounts:
+    stored: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _host_addresses(host: str) -> set[str]:
+    """IP addresses a configured peer host stands for (literal, or resolved by DNS)."""
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return {str(ipaddress.ip_address(info[4][0])) for info in infos}
+
+
+def _normalised_address(address: str) -> str:
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def association_refusal(
+    settings: Settings, calling_ae: str, called_ae: str, address: str
+) -> AssociationRefusal | None:
+    """Why an association request must be rejected, or None to accept it.
+
+    The calling AE title must belong to a [[peers]] entry (unless accept_unknown_peers), and
+    with check_peer_host the request must come from that peer's host.
+    """
+    calling, called = calling_ae.strip(), called_ae.strip()
+    if called != settings.node.ae_title.strip():
+        return AssociationRefusal(
+            f"called AE title {called!r} is not this node's ({settings.node.ae_title!r})",
+            REJECT_CALLED_AE,
+        )
+    if settings.node.accept_unknown_peers:
+        return None
+    peer: PeerSettings | None = settings.peer_by_ae_title(calling)
+    if peer is None:
+        return AssociationRefusal(
+            f"calling AE title {calling!r} is not a configured peer", REJECT_CALLING_AE
+        )
+    if settings.node.check_peer_host:
+        try:
+            allowed = _host_addresses(peer.host)
+        except OSError as error:
+            return AssociationRefusal(
+                f"peer {peer.name!r} host {peer.host!r} cannot be resolved ({error})",
+                REJECT_CALLING_AE,
+            )
+        if _normalised_address(address) not in allowed:
+            return AssociationRefusal(
+                f"calling AE title {calling!r} (peer {peer.name!r}) from {address}, "
+                f"not from its host {peer.host!r}",
+                REJECT_CALLING_AE,
+            )
+    return None
+
+
+def _optional_int(dataset: Dataset, keyword: str) -> int | None:
+    try:
+        value = dataset.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _optional_code_string(dataset: Dataset, keyword: str) -> str | None:
+    try:
+        value = dataset.get(keyword)
+    except Exception:  # noqa: BLE001 - an undecodable optional element is just absent
+        return None
+    return value[:16] if isinstance(value, str) and value else None
+
+
+class InstanceStore:
+    """Stores one received instance: checks, durable file, database rows, in that order."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.spool_dir = Path(settings.storage.spool_dir)
+        self.min_free_bytes = settings.storage.min_free_mb * 1024 * 1024
+        self.sessions = sessions
+
+    def refuse(
+        self, status: int, reason: str, calling_ae: str, series_id: int | None = None
+    ) -> StoreOutcome:
+        LOG.warning("instance from %s refused (0x%04X): %s", calling_ae, status, reason)
+        try:
+            with write_session(self.sessions) as session:
+                record_event(
+                    session,
+                    "instance.rejected",
+                    f"status 0x{status:04X}: {reason}",
+                    ae_title=calling_ae,
+                    series_id=series_id,
+                )
+        except SQLAlchemyError as error:  # the database may be why it failed in the first place
+            LOG.error("could not record the refusal in the database: %s", type(error).__name__)
+        return StoreOutcome(status, reason)
+
+    def store(
+        self,
+        dataset: Dataset,
+        encoded_dataset: bytes,
+        file_meta: Dataset,
+        requested_sop_class_uid: str,
+        requested_sop_instance_uid: str,
+        calling_ae: str,
+    ) -> StoreOutcome:
+        try:
+            study_uid = validate_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
+            series_uid = validate_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID")
+            sop_uid = validate_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID")
+            sop_class_uid = validate_uid(dataset.get("SOPClassUID"), "SOPClassUID")
+        except InvalidUIDError as error:
+            return self.refuse(STATUS_CANNOT_UNDERSTAND, str(error), calling_ae)
+        except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
+            reason = f"cannot read the identifying UIDs ({type(error).__name__})"
+            return self.refuse(STATUS_CANNOT_DECODE, reason, calling_ae)
+        if sop_class_uid != requested_sop_class_uid:
+            return self.refuse(
+                STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"instance {sop_uid}: SOPClassUID {sop_class_uid} differs from the request's "
+                f"{requested_sop_class_uid}",
+                calling_ae,
+            )
+        if sop_uid != requested_sop_instance_uid:
+            return self.refuse(
+                STATUS_CANNOT_UNDERSTAND,
+                f"SOPInstanceUID {sop_uid} differs from the request's {requested_sop_instance_uid}",
+                calling_ae,
+            )
+
+        if self._is_duplicate(sop_uid, series_uid, calling_ae):
+            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
+
+        relative = instance_relative_path(study_uid, series_uid, sop_uid)
+        try:
+            free = shutil.disk_usage(self._existing_parent(self.spool_dir)).free
+            if free < self.min_free_bytes:
+                return self.refuse(
+                    STATUS_OUT_OF_RESOURCES,
+                    f"instance {sop_uid}: spool has {free // 2**20} MB free, "
+                    f"below [storage] min_free_mb",
+                    calling_ae,
+                )
+            size = write_durably(
+                self.spool_dir / relative, [_part10_header(file_meta), encoded_dataset]
+            )
+        except OSError as error:
+            return self.refuse(
+                STATUS_OUT_OF_RESOURCES,
+                f"instance {sop_uid}: cannot write to the spool ({error.strerror or error})",
+                calling_ae,
+            )
+
+        transfer_syntax = str(file_meta.TransferSyntaxUID)
+        try:
+            with write_session(self.sessions) as session:
+                add_instance(
+                    session,
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_instance_uid=sop_uid,
+                    sop_class_uid=sop_class_uid,
+                    transfer_syntax_uid=transfer_syntax,
+                    modality=_optional_code_string(dataset, "Modality"),
+                    instance_number=_optional_int(dataset, "InstanceNumber"),
+                    path=relative.as_posix(),
+                    size_bytes=size,
+                    sender_ae=calling_ae,
+                )
+        except IntegrityError:
+            # Another association committed the same SOP Instance UID between our check and
+            # our insert; the file is the same instance, written atomically by both.
+            self._is_duplicate(sop_uid, series_uid, calling_ae)
+            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
+        except SQLAlchemyError as error:
+            # The file stays in the spool without a row; a resend rewrites it atomically.
+            return self.refuse(
+                STATUS_OUT_OF_RESOURCES,
+                f"instance {sop_uid}: database error ({type(error).__name__})",
+                calling_ae,
+            )
+        return StoreOutcome(STATUS_SUCCESS)
+
+    def _is_duplicate(self, sop_uid: str, series_uid: str, calling_ae: str) -> bool:
+        """True (and one event) when the instance is already stored."""
+        with self.sessions() as session:  # a plain read: no write lock for the common case
+            existing = find_instance(session, sop_uid)
+            if existing is None:
+                return False
+            existing_series_id = existing.series_id
+            note = "" if existing.series.series_uid == series_uid else " (under another series)"
+        with write_session(self.sessions) as session:
+            record_event(
+                session,
+                "instance.duplicate",
+                f"instance {sop_uid} received again from {calling_ae}; kept the first copy{note}",
+                ae_title=calling_ae,
+                series_id=existing_series_id,
+            )
+        LOG.info("instance %s received again from %s: already stored", sop_uid, calling_ae)
+        return True
+
+    @staticmethod
+    def _existing_parent(path: Path) -> Path:
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return path
+
+
+def _part10_header(file_meta: Dataset) -> bytes:
+    """Preamble, 'DICM' and the file meta information of a Part 10 file."""
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, file_meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+class Receiver:
+    """The node's DICOM listener; start() returns once it accepts connections."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = InstanceStore(settings, sessions)
+        self._server: ThreadedAssociationServer | None = None
+        self._counts: dict[int, AssociationCounts] = {}
+        self._counts_lock = threading.Lock()
+        # pynetdicom logs C-FIND/MOVE/GET identifiers (patient data) unless told not to.
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
+
+    def _make_ae(self) -> AE:
+        node = self.settings.node
+        ae = AE(ae_title=node.ae_title)
+        ae.maximum_associations = node.max_associations
+        ae.maximum_pdu_size = MAX_PDU_BYTES
+        ae.network_timeout = node.network_timeout_s
+        ae.acse_timeout = node.network_timeout_s
+        ae.dimse_timeout = node.network_timeout_s
+        # The allow-list is applied in _on_requested (it also checks the peer's host).
+        ae.require_called_aet = False
+        ae.require_calling_aet = []
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        return ae
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(bind address, port) the listener is on (the real port when configured as 0)."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not running")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_REJECTED, self._on_rejected_by_pynetdicom),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_RELEASED, self._on_closed),
+            (evt.EVT_ABORTED, self._on_closed),
+            (evt.EVT_C_STORE, self._on_c_store),
+        ]
+        node = self.settings.node
+        self._server = self._make_ae().start_server(
+            (node.bind, node.port), block=False, evt_handlers=handlers
+        )
+        host, port = self.address
+        LOG.info("listening as %s on %s:%d", node.ae_title, host, port)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for up to grace_s, abort the rest.
+
+        Aborting is safe: an instance is acknowledged only once it is stored, so the sender
+        resends whatever was in flight.
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        deadline = time.monotonic() + grace_s
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for association in server.active_associations:
+            LOG.warning(
+                "aborting the association from %s at shutdown", association.requestor.ae_title
+            )
+            association.abort()
+        LOG.info("listener stopped")
+
+    # --- association events ------------------------------------------------------------------
+
+    def _on_requested(self, event: evt.Event) -> None:
+        association: Association = event.assoc
+        request = association.requestor.primitive
+        calling_ae = str(request.calling_ae_title).strip()
+        address = association.requestor.address
+        refusal = association_refusal(
+            self.settings, calling_ae, str(request.called_ae_title), address
+        )
+        if refusal is None:
+            return
+        # pynetdicom skips its own negotiation when the EVT_REQUESTED handler rejects.
+        association.acse.send_reject(*refusal.result_source_diagnostic)
+        self._record_association_refusal(calling_ae, address, refusal.reason)
+
+    def _on_rejected_by_pynetdicom(self, event: evt.Event) -> None:
+        # Our own policy rejects in _on_requested; pynetdicom still rejects beyond
+        # max_associations (transient, local limit exceeded).
+        association: Association = event.assoc
+        self._record_association_refusal(
+            association.requestor.ae_title.strip(),
+            association.requestor.address,
+            f"more than [node] max_associations={self.settings.node.max_associations} at once",
+        )
+
+    def _record_association_refusal(self, calling_ae: str, address: str, reason: str) -> None:
+        LOG.warning("association from %r at %s rejected: %s", calling_ae, address, reason)
+        try:
+            with write_session(self.sessions) as session:
+                record_event(
+                    session,
+                    "association.rejected",
+                    f"association from {calling_ae!r} at {address} rejected: {reason}",
+                    ae_title=calling_ae[:16],
+                )
+        except SQLAlchemyError as error:
+            LOG.error("could not record the rejection in the database: %s", type(error).__name__)
+
+    def _on_established(self, event: evt.Event) -> None:
+        association: Association = event.assoc
+        with self._counts_lock:
+            self._counts[id(association)] = AssociationCounts()
+        LOG.info(
+            "association from %s at %s accepted",
+            association.requestor.ae_title.strip(),
+            association.requestor.address,
+        )
+
+    def _on_closed(self, event: evt.Event) -> None:
+        association: Association = event.assoc
+        with self._counts_lock:
+            counts = self._counts.pop(id(association), None)
+        if counts is None:  # rejected before it was established
+            return
+        how = "released" if event.event is evt.EVT_RELEASED else "aborted"
+        LOG.info(
+            "association from %s %s after %.1f s: %d stored, %d duplicates, %d refused",
+            association.requestor.ae_title.strip(),
+            how,
+            time.monotonic() - counts.started,
+            counts.stored,
+            counts.duplicates,
+            counts.refused,
+        )
+
+    # --- C-STORE -----------------------------------------------------------------------------
+
+    def _on_c_store(self, event: evt.Event) -> Dataset:
+        association: Association = event.assoc
+        calling_ae = association.requestor.ae_title.strip()
+        request = event.request
+        try:
+            dataset = event.dataset
+        except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise
+            outcome = self.store.refuse(
+                STATUS_CANNOT_DECODE,
+                f"instance {request.AffectedSOPInstanceUID}: dataset cannot be decoded "
+                f"({type(error).__name__})",
+                calling_ae,
+            )
+        else:
+            file_meta = event.file_meta
+            file_meta.SourceApplicationEntityTitle = calling_ae
+            outcome = self.store.store(
+                dataset,
+                request.DataSet.getvalue(),
+                file_meta,
+                str(request.AffectedSOPClassUID),
+                str(request.AffectedSOPInstanceUID),
+                calling_ae,
+            )
+        self._count(association, outcome)
+        return outcome.as_dataset()
+
+    def _count(self, association: Association, outcome: StoreOutcome) -> None:
+        with self._counts_lock:
+            counts = self._counts.get(id(association))
+            if counts is None:
+                return
+            if outcome.status != STATUS_SUCCESS:
+                counts.refused += 1
+            elif outcome.duplicate:
+                counts.duplicates += 1
+            else:
+                counts.stored += 1

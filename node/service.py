@@ -1,0 +1,117 @@
+"""`ctnode serve`: wires the stages of the node into one process and runs them until stopped.
+
+The stages are components with start()/stop(). Today that is the receiver; the scheduler,
+worker and sender join `_build_components` and are started in order and stopped in reverse,
+so a stage never runs without the stages it feeds on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.config import Settings
+from node.db import init_db, make_session_factory
+from node.receive import Receiver
+from node.spool import remove_stale_temp_files
+
+LOG = logging.getLogger("ctnode.service")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Service:
+    """The whole node in one process: database, spool and the stages."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.sessions: sessionmaker[Session] | None = None
+        self.receiver: Receiver | None = None
+        self.components: list[Component] = []
+
+    def _build_components(self, sessions: sessionmaker[Session]) -> list[Component]:
+        self.receiver = Receiver(self.settings, sessions)
+        return [self.receiver]
+
+    def start(self) -> None:
+        """Migrate the database, tidy the spool, start every component; raise if one fails
+        (the ones already started are stopped again)."""
+        storage = self.settings.storage
+        self.engine = init_db(storage.database_url)
+        LOG.info("database %s at the newest schema", self.engine.url.render_as_string())
+        self.sessions = make_session_factory(self.engine)
+        Path(storage.spool_dir).mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temp_files(storage.spool_dir)
+        if removed:
+            LOG.warning("removed %d partial files left in the spool by an earlier crash", removed)
+        try:
+            for component in self._build_components(self.sessions):
+                component.start()
+                self.components.append(component)
+        except BaseException:
+            self.stop()
+            raise
+        LOG.info("ctnode started")
+
+    def stop(self) -> None:
+        """Stop the components in reverse order, then release the database."""
+        while self.components:
+            component = self.components.pop()
+            try:
+                component.stop()
+            except Exception:
+                LOG.exception("error while stopping %s", type(component).__name__)
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+        LOG.info("ctnode stopped")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGTERM or SIGINT sets (main thread only); previous handlers come back."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: object) -> None:
+        LOG.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines to stderr. The INFO lines of pynetdicom (one per DIMSE message) and of
+    alembic (plugin set-up) are muted."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
+def serve(settings: Settings) -> None:
+    """Run the node in the foreground until SIGTERM or SIGINT."""
+    service = Service(settings)
+    with stop_on_signals() as stop:
+        service.start()
+        try:
+            stop.wait()
+        finally:
+            service.stop()
