@@ -178,7 +178,7 @@ LIST_SECTIONS: dict[str, type] = {"peers": PeerSettings, "destinations": Destina
 
 def _merge(base: dict, extra: dict) -> dict:
     merged = {
-        section: (dict(values) if isinstance(values, dict) else list(values))
+        section: dict(values) if isinstance(values, dict) else values
         for section, values in base.items()
     }
     for section, values in extra.items():

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom.config
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
@@ -336,9 +337,12 @@ class Receiver:
         self._server: ThreadedAssociationServer | None = None
         self._counts: dict[int, AssociationCounts] = {}
         self._counts_lock = threading.Lock()
-        # pynetdicom logs C-FIND/MOVE/GET identifiers (patient data) unless told not to.
+        # No patient data in the log: pynetdicom logs C-FIND/MOVE/GET identifiers unless told
+        # not to, and pydicom's value validation warns with the offending value (a malformed
+        # PatientName would be printed). The receiver checks what it relies on itself.
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
     def _make_ae(self) -> AE:
         node = self.settings.node
@@ -412,9 +416,13 @@ class Receiver:
         )
         if refusal is None:
             return
-        # pynetdicom skips its own negotiation when the EVT_REQUESTED handler rejects.
-        association.acse.send_reject(*refusal.result_source_diagnostic)
+        # Recorded before the reply, so the event exists when the sender learns of the refusal.
         self._record_association_refusal(calling_ae, address, refusal.reason)
+        # pynetdicom skips its own negotiation when the EVT_REQUESTED handler rejects; kill()
+        # waits until the A-ASSOCIATE-RJ is on the wire before the socket is closed (as
+        # pynetdicom's own rejections do).
+        association.acse.send_reject(*refusal.result_source_diagnostic)
+        association.kill()
 
     def _on_rejected_by_pynetdicom(self, event: evt.Event) -> None:
         # Our own policy rejects in _on_requested; pynetdicom still rejects beyond

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,74 @@ def test_unknown_key_in_file_is_rejected(tmp_path: Path) -> None:
     file.write_text("[demo]\nsede = 1\n")
     with pytest.raises(ConfigError, match="unknown keys"):
         load_settings(file, environ={})
+
+
+def test_node_defaults_and_allow_list() -> None:
+    settings = load_settings(environ={})
+    assert settings.node.ae_title == "CTNODE"
+    assert settings.node.port == 11112
+    assert settings.node.accept_unknown_peers is False  # the allow-list is on by default
+    assert settings.storage.database_url.startswith("sqlite:///")
+    assert settings.series.complete_after_s == 60
+    assert settings.peer_by_ae_title("STORESCU ").name == "local-storescu"  # DICOM pads
+    assert settings.destinations == ()
+
+
+def test_site_file_replaces_peers_and_sets_per_peer_timeout(tmp_path: Path) -> None:
+    file = tmp_path / "site.toml"
+    file.write_text(
+        '[[peers]]\nname = "pacs"\nae_title = "PACS"\nhost = "10.0.0.5"\nport = 104\n'
+        "complete_after_s = 15\n"
+        '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "10.0.0.5"\nport = 104\n'
+    )
+    settings = load_settings(file, environ={"CTNODE_SERIES__COMPLETE_AFTER_S": "90"})
+    assert [p.name for p in settings.peers] == ["pacs"]  # the defaults' peers are gone
+    assert settings.complete_after_s_for("PACS") == 15
+    assert settings.complete_after_s_for("OTHER") == 90.0
+    assert settings.destinations[0].port == 104
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[node]\nae_title = "A_TITLE_OF_MORE_THAN_16"\n', "node.ae_title"),
+        ('[node]\nae_title = "BAD\\\\AE"\n', "node.ae_title"),
+        ('[node]\nbind = "localhost"\n', "node.bind"),
+        ("[node]\nport = 70000\n", "node.port"),
+        ('[node]\nport = "104"\n', "[node] port: expected int, got '104'"),
+        ("[node]\nmax_associations = 0\n", "node.max_associations"),
+        ('[storage]\ndatabase_url = "not a url"\n', "storage.database_url"),
+        ("[series]\ncomplete_after_s = 0\n", "series.complete_after_s"),
+        ('[[peers]]\nname = "a"\nae_title = "A"\nhost = "h"\n', "[[peers]] #1: missing"),
+        (
+            '[[peers]]\nname = "a"\nae_title = "A"\nhost = "h"\nport = 1\n'
+            '[[peers]]\nname = "a"\nae_title = "B"\nhost = "h"\nport = 1\n',
+            "names must be unique",
+        ),
+        (
+            '[[peers]]\nname = "a"\nae_title = "A"\nhost = "h"\nport = 1\n'
+            '[[peers]]\nname = "b"\nae_title = "A"\nhost = "h"\nport = 1\n',
+            "AE titles must be unique",
+        ),
+        ('[[destinations]]\nname = "d"\nae_title = "D"\nhost = ""\nport = 1\n', "host"),
+        ('peers = "x"\n', "expected an array of tables"),
+    ],
+)
+def test_bad_network_settings_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(file, environ={})
+
+
+def test_list_sections_cannot_come_from_the_environment() -> None:
+    with pytest.raises(ConfigError, match="cannot be set from the environment"):
+        load_settings(environ={"CTNODE_PEERS__AE_TITLE": "X"})
+
+
+def test_environment_overrides_node_settings() -> None:
+    settings = load_settings(
+        environ={"CTNODE_NODE__PORT": "4242", "CTNODE_NODE__ACCEPT_UNKNOWN_PEERS": "true"}
+    )
+    assert settings.node.port == 4242
+    assert settings.node.accept_unknown_peers is True
