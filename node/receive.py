@@ -78,6 +78,10 @@ STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000  # a required UID missing or invalid
 STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
 
+# Inserting an instance races with other receivers only on a new series (PostgreSQL); the
+# second try finds the series made by the other one.
+INSERT_ATTEMPTS = 3
+
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
@@ -263,35 +267,36 @@ class InstanceStore:
                 calling_ae,
             )
 
-        transfer_syntax = str(file_meta.TransferSyntaxUID)
-        try:
-            with write_session(self.sessions) as session:
-                add_instance(
-                    session,
-                    study_uid=study_uid,
-                    series_uid=series_uid,
-                    sop_instance_uid=sop_uid,
-                    sop_class_uid=sop_class_uid,
-                    transfer_syntax_uid=transfer_syntax,
-                    modality=_optional_code_string(dataset, "Modality"),
-                    instance_number=_optional_int(dataset, "InstanceNumber"),
-                    path=relative.as_posix(),
-                    size_bytes=size,
-                    sender_ae=calling_ae,
-                )
-        except IntegrityError:
-            # Another association committed the same SOP Instance UID between our check and
-            # our insert; the file is the same instance, written atomically by both.
-            self._is_duplicate(sop_uid, series_uid, calling_ae)
-            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
-        except SQLAlchemyError as error:
-            # The file stays in the spool without a row; a resend rewrites it atomically.
-            return self.refuse(
-                STATUS_OUT_OF_RESOURCES,
-                f"instance {sop_uid}: database error ({type(error).__name__})",
-                calling_ae,
-            )
-        return StoreOutcome(STATUS_SUCCESS)
+        row = {
+            "study_uid": study_uid,
+            "series_uid": series_uid,
+            "sop_instance_uid": sop_uid,
+            "sop_class_uid": sop_class_uid,
+            "transfer_syntax_uid": str(file_meta.TransferSyntaxUID),
+            "modality": _optional_code_string(dataset, "Modality"),
+            "instance_number": _optional_int(dataset, "InstanceNumber"),
+            "path": relative.as_posix(),
+            "size_bytes": size,
+            "sender_ae": calling_ae,
+        }
+        for attempt in range(INSERT_ATTEMPTS):
+            try:
+                with write_session(self.sessions) as session:
+                    add_instance(session, **row)
+                return StoreOutcome(STATUS_SUCCESS)
+            except IntegrityError:
+                # A concurrent association (PostgreSQL; SQLite writers queue) committed the
+                # same instance, or created the same new series, between our check and insert.
+                if self._is_duplicate(sop_uid, series_uid, calling_ae):
+                    return StoreOutcome(STATUS_SUCCESS, duplicate=True)
+                if attempt + 1 == INSERT_ATTEMPTS:
+                    reason = "database constraint keeps failing"
+                    break
+            except SQLAlchemyError as error:
+                reason = f"database error ({type(error).__name__})"
+                break
+        # The file stays in the spool without a row; a resend rewrites it atomically.
+        return self.refuse(STATUS_OUT_OF_RESOURCES, f"instance {sop_uid}: {reason}", calling_ae)
 
     def _is_duplicate(self, sop_uid: str, series_uid: str, calling_ae: str) -> bool:
         """True (and one event) when the instance is already stored."""
