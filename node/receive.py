@@ -244,10 +244,14 @@ class InstanceStore:
                 calling_ae,
             )
 
-        if self._is_duplicate(sop_uid, series_uid, calling_ae):
-            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
-
         relative = instance_relative_path(study_uid, series_uid, sop_uid)
+        # Only an instance whose file exists can be a copy we keep, so first sends skip the
+        # database look-up; one that races past this check fails the unique constraint below
+        # and is recognised there.
+        if (self.spool_dir / relative).exists() and self._is_duplicate(
+            sop_uid, series_uid, calling_ae
+        ):
+            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
         try:
             free = shutil.disk_usage(self._existing_parent(self.spool_dir)).free
             if free < self.min_free_bytes:
