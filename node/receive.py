@@ -85,6 +85,7 @@ INSERT_ATTEMPTS = 3
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
+REJECT_BUSY = (0x02, 0x03, 0x02)  # transient, presentation provider, local limit exceeded
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,21 @@ def _normalised_address(address: str) -> str:
 
 
 def association_refusal(
-    settings: Settings, calling_ae: str, called_ae: str, address: str
+    settings: Settings, calling_ae: str, called_ae: str, address: str, active: int = 1
 ) -> AssociationRefusal | None:
     """Why an association request must be rejected, or None to accept it.
 
     The calling AE title must belong to a [[peers]] entry (unless accept_unknown_peers), and
-    with check_peer_host the request must come from that peer's host.
+    with check_peer_host the request must come from that peer's host. `active` counts the
+    associations being served, this request included; beyond max_associations the refusal is
+    transient (the sender retries later).
     """
     calling, called = calling_ae.strip(), called_ae.strip()
+    if active > settings.node.max_associations:
+        return AssociationRefusal(
+            f"more than [node] max_associations={settings.node.max_associations} at once",
+            REJECT_BUSY,
+        )
     if called != settings.node.ae_title.strip():
         return AssociationRefusal(
             f"called AE title {called!r} is not this node's ({settings.node.ae_title!r})",
@@ -361,7 +369,8 @@ class Receiver:
         ae.network_timeout = node.network_timeout_s
         ae.acse_timeout = node.network_timeout_s
         ae.dimse_timeout = node.network_timeout_s
-        # The allow-list is applied in _on_requested (it also checks the peer's host).
+        # The allow-list and the association limit are applied in _on_requested, which records
+        # the reason before it replies (pynetdicom's own limit stays as a backstop).
         ae.require_called_aet = False
         ae.require_calling_aet = []
         ae.add_supported_context(Verification)
@@ -380,7 +389,6 @@ class Receiver:
     def start(self) -> None:
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_REJECTED, self._on_rejected_by_pynetdicom),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),
@@ -420,8 +428,9 @@ class Receiver:
         request = association.requestor.primitive
         calling_ae = str(request.calling_ae_title).strip()
         address = association.requestor.address
+        active = sum(1 for other in association.ae.active_associations if other.is_acceptor)
         refusal = association_refusal(
-            self.settings, calling_ae, str(request.called_ae_title), address
+            self.settings, calling_ae, str(request.called_ae_title), address, active
         )
         if refusal is None:
             return
@@ -432,16 +441,6 @@ class Receiver:
         # pynetdicom's own rejections do).
         association.acse.send_reject(*refusal.result_source_diagnostic)
         association.kill()
-
-    def _on_rejected_by_pynetdicom(self, event: evt.Event) -> None:
-        # Our own policy rejects in _on_requested; pynetdicom still rejects beyond
-        # max_associations (transient, local limit exceeded).
-        association: Association = event.assoc
-        self._record_association_refusal(
-            association.requestor.ae_title.strip(),
-            association.requestor.address,
-            f"more than [node] max_associations={self.settings.node.max_associations} at once",
-        )
 
     def _record_association_refusal(self, calling_ae: str, address: str, reason: str) -> None:
         LOG.warning("association from %r at %s rejected: %s", calling_ae, address, reason)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from node.config import load_settings
 from node.db import Event, init_db, make_session_factory
 from node.receive import (
+    REJECT_BUSY,
     REJECT_CALLED_AE,
     REJECT_CALLING_AE,
     STATUS_CANNOT_UNDERSTAND,
@@ -49,6 +50,13 @@ def test_association_allow_list(tmp_path: Path, calling, called, address, refuse
     assert (refusal and refusal.result_source_diagnostic) == refused
     if refusal is not None and calling.strip() == "INTRUDER":
         assert "'INTRUDER'" in refusal.reason
+
+
+def test_association_limit_is_a_transient_refusal(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, CTNODE_NODE__MAX_ASSOCIATIONS="2")
+    assert association_refusal(settings, "PACS", "CTNODE", "127.0.0.1", active=2) is None
+    busy = association_refusal(settings, "PACS", "CTNODE", "127.0.0.1", active=3)
+    assert busy.result_source_diagnostic == REJECT_BUSY and "max_associations=2" in busy.reason
 
 
 def test_allow_list_switches(tmp_path: Path) -> None:
