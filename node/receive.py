@@ -46,7 +46,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import PeerSettings, Settings
 from node.db import add_instance, find_instance, record_event, write_session
-from node.spool import InvalidUIDError, instance_relative_path, validate_uid, write_durably
+from node.spool import (
+    InvalidUIDError,
+    instance_relative_path,
+    is_valid_uid,
+    validate_uid,
+    write_durably,
+)
 
 LOG = logging.getLogger("ctnode.receive")
 
@@ -77,6 +83,7 @@ STATUS_OUT_OF_RESOURCES = 0xA700  # disk full, disk or database error: the sende
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000  # a required UID missing or invalid
 STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
+STATUS_UNEXPECTED_ERROR = 0xC211  # a fault in the node (pynetdicom's code for the same)
 
 # Inserting an instance races with other receivers only on a new series (PostgreSQL); the
 # second try finds the series made by the other one.
@@ -178,6 +185,11 @@ def association_refusal(
     return None
 
 
+def _uid_for_message(value: object) -> str:
+    """A UID for a log line or event; anything else is not repeated (it could be anything)."""
+    return str(value) if is_valid_uid(str(value)) else "(not a valid UID)"
+
+
 def _optional_int(dataset: Dataset, keyword: str) -> int | None:
     try:
         value = dataset.get(keyword)
@@ -242,13 +254,14 @@ class InstanceStore:
             return self.refuse(
                 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 f"instance {sop_uid}: SOPClassUID {sop_class_uid} differs from the request's "
-                f"{requested_sop_class_uid}",
+                f"{_uid_for_message(requested_sop_class_uid)}",
                 calling_ae,
             )
         if sop_uid != requested_sop_instance_uid:
             return self.refuse(
                 STATUS_CANNOT_UNDERSTAND,
-                f"SOPInstanceUID {sop_uid} differs from the request's {requested_sop_instance_uid}",
+                f"SOPInstanceUID {sop_uid} differs from the request's "
+                f"{_uid_for_message(requested_sop_instance_uid)}",
                 calling_ae,
             )
 
@@ -488,26 +501,41 @@ class Receiver:
         association: Association = event.assoc
         calling_ae = association.requestor.ae_title.strip()
         request = event.request
+        requested_sop_uid = _uid_for_message(request.AffectedSOPInstanceUID)
         try:
             dataset = event.dataset
         except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise
             outcome = self.store.refuse(
                 STATUS_CANNOT_DECODE,
-                f"instance {request.AffectedSOPInstanceUID}: dataset cannot be decoded "
-                f"({type(error).__name__})",
+                f"instance {requested_sop_uid}: dataset cannot be decoded ({type(error).__name__})",
                 calling_ae,
             )
         else:
-            file_meta = event.file_meta
-            file_meta.SourceApplicationEntityTitle = calling_ae
-            outcome = self.store.store(
-                dataset,
-                request.DataSet.getvalue(),
-                file_meta,
-                str(request.AffectedSOPClassUID),
-                str(request.AffectedSOPInstanceUID),
-                calling_ae,
-            )
+            try:
+                file_meta = event.file_meta
+                file_meta.SourceApplicationEntityTitle = calling_ae
+                outcome = self.store.store(
+                    dataset,
+                    request.DataSet.getvalue(),
+                    file_meta,
+                    str(request.AffectedSOPClassUID),
+                    str(request.AffectedSOPInstanceUID),
+                    calling_ae,
+                )
+            except (OSError, SQLAlchemyError) as error:  # e.g. the database went away
+                outcome = self.store.refuse(
+                    STATUS_OUT_OF_RESOURCES,
+                    f"instance {requested_sop_uid}: {type(error).__name__}",
+                    calling_ae,
+                )
+            except Exception as error:  # noqa: BLE001 - never let one instance stop the node
+                # Only the type: an exception's text may quote values from the dataset.
+                LOG.error("unexpected %s while storing %s", type(error).__name__, requested_sop_uid)
+                outcome = self.store.refuse(
+                    STATUS_UNEXPECTED_ERROR,
+                    f"instance {requested_sop_uid}: internal error ({type(error).__name__})",
+                    calling_ae,
+                )
         self._count(association, outcome)
         return outcome.as_dataset()
 

@@ -11,7 +11,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from sqlalchemy import select
 
 from node.config import load_settings
-from node.db import Event, init_db, make_session_factory
+from node.db import Event, init_db, make_engine, make_session_factory
 from node.receive import (
     REJECT_BUSY,
     REJECT_CALLED_AE,
@@ -107,3 +107,13 @@ def test_store_refuses_mismatches_and_out_of_space_with_events(tmp_path: Path) -
     assert [e.message[:11] for e in events] == ["status 0xA9", "status 0xC0", "status 0xA7"]
     assert all(e.ae_title == "PACS" for e in events)
     engine.dispose()
+
+
+def test_database_failure_is_a_transient_refusal_not_a_crash(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    broken = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")  # never migrated
+    store = InstanceStore(settings, make_session_factory(broken))
+    dataset, meta = _ct_instance()
+    outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS")
+    assert outcome.status == STATUS_OUT_OF_RESOURCES and "database error" in outcome.reason
+    broken.dispose()
