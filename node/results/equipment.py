@@ -1,0 +1,33 @@
+"""Who made a result object: the equipment attributes and the algorithm's identity."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from models.calcium.inference import CalciumResult
+
+MANUFACTURER = "ctnode"
+MODEL_NAME = "ctnode coronary calcium"
+DEFAULT_ALGORITHM_NAME = "ctnode calcium"
+
+
+def software_version() -> str:
+    """ctnode's package version, as written into Software Versions of every output."""
+    try:
+        return version("ctnode")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+def algorithm_identity(result: CalciumResult) -> tuple[str, str]:
+    """(name, version) of the model that produced `result`.
+
+    CalciumScorer names its model "<name> <version>" from the shipped manifest; a result
+    without a model name is attributed to ctnode itself at its package version.
+    """
+    name, _, model_version = result.model.strip().rpartition(" ")
+    if name and model_version:
+        return name, model_version
+    if result.model.strip():
+        return result.model.strip(), software_version()
+    return DEFAULT_ALGORITHM_NAME, software_version()
