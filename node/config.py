@@ -33,11 +33,24 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class AssemblySettings:
+    missing_slices: str = "refuse"
+    allow_reformats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.missing_slices not in ("refuse", "resample"):
+            raise ConfigError(
+                f"assembly.missing_slices must be 'refuse' or 'resample', got {self.missing_slices!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
+    assembly: AssemblySettings
 
 
-SECTIONS = {"demo": DemoSettings}
+SECTIONS = {"demo": DemoSettings, "assembly": AssemblySettings}
 
 
 def _merge(base: dict, extra: dict) -> dict:
