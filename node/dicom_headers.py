@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -122,16 +123,16 @@ def read_frame_headers(path: Path) -> list[FrameHeader]:
         if not _looks_like_dicom(ds):
             raise InvalidDicomError("no DICOM elements")
         pixel_offset = _native_pixel_offset(fp, ds)
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    sop_class = _uid(ds, "SOPClassUID") or str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if not rows or not columns:
-        return [_record(path, None, ds, sop_class, None, _frame_geometry(ds, ds), 0, 0)]
+        return [_record(path, None, ds, sop_class, None, _frame_geometry(ds), 0, 0)]
     layout = _pixel_layout(ds, pixel_offset)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is None or n_frames == 1 and shared is None:
-        geometry = _frame_geometry(ds, ds)
+        geometry = _frame_geometry(ds)
         return [_record(path, None, ds, sop_class, layout, geometry, rows, columns)]
     records = []
     for index in range(n_frames):
@@ -204,9 +205,41 @@ class _Geometry:
     kernel: str
 
 
+def _value(ds: Dataset, keyword: str):
+    """An element's value without pydicom's per-element conversion where it is still raw text.
+
+    Header scanning is the slowest part of assembly (pydicom's conversion of ~40 elements
+    per file costs more than parsing the file); the text VRs used here (UI, CS, DS, IS, LO,
+    SH, DA, TM, DT) are decoded directly, backslash-separated as stored. Anything pydicom
+    has already converted is returned as it is."""
+    element = ds.get_item(keyword)
+    if element is None:
+        return None
+    value = element.value
+    vr = element.VR or dictionary_VR(element.tag)  # implicit VR files carry no VR
+    if isinstance(value, bytes) and vr not in ("US", "SS", "UL", "SL", "OB", "OW", "SQ"):
+        return value.decode("latin-1").strip(" \x00")
+    if isinstance(value, bytes):
+        return ds.get(keyword)  # binary VRs: let pydicom apply the byte order
+    return value
+
+
+def _parts(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split("\\") if value else []
+    if isinstance(value, bytes):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
 def _floats(value, count: int) -> tuple[float, ...] | None:
     try:
-        numbers = tuple(float(v) for v in value)
+        numbers = tuple(float(v) for v in _parts(value))
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count else None
@@ -220,34 +253,23 @@ def _number(value) -> float | None:
 
 
 def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str | bytes):
-        return str(value).strip()
-    try:
-        return "\\".join(str(v).strip() for v in value)
-    except TypeError:
-        return str(value).strip()
+    return "\\".join(str(v).strip() for v in _parts(value)).strip()
 
 
 def _image_type(value) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(v.strip().upper() for v in value.split("\\"))
-    return tuple(str(v).strip().upper() for v in value)
+    return tuple(str(v).strip().upper() for v in _parts(value))
 
 
-def _frame_geometry(ds: Dataset, source: Dataset) -> _Geometry:
+def _frame_geometry(ds: Dataset) -> _Geometry:
     return _Geometry(
-        position=_floats(source.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        orientation=_floats(source.get("ImageOrientationPatient"), 6),
-        pixel_spacing=_floats(source.get("PixelSpacing"), 2),  # type: ignore[arg-type]
-        slice_thickness=_number(source.get("SliceThickness")),
-        slope=_number(source.get("RescaleSlope")) or 1.0,
-        intercept=_number(source.get("RescaleIntercept")) or 0.0,
-        image_type=_image_type(ds.get("ImageType")),
-        kernel=_text(ds.get("ConvolutionKernel")),
+        position=_floats(_value(ds, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        orientation=_floats(_value(ds, "ImageOrientationPatient"), 6),
+        pixel_spacing=_floats(_value(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
+        slice_thickness=_number(_value(ds, "SliceThickness")),
+        slope=_number(_value(ds, "RescaleSlope")) or 1.0,
+        intercept=_number(_value(ds, "RescaleIntercept")) or 0.0,
+        image_type=_image_type(_value(ds, "ImageType")),
+        kernel=_text(_value(ds, "ConvolutionKernel")),
     )
 
 
@@ -283,7 +305,7 @@ def _functional_geometry(ds: Dataset, shared: Dataset | None, item: Dataset) -> 
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+    value = _value(ds, keyword)
     return str(value).strip() if value else ""
 
 
@@ -307,8 +329,8 @@ def _record(
         sop_uid = str(ds.file_meta.get("MediaStorageSOPInstanceUID", "") or "").strip()
     if not sop_uid:
         sop_uid = "path-" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
-    time = _text(ds.get("AcquisitionDateTime")) or _text(ds.get("ContentDate")) + _text(
-        ds.get("ContentTime")
+    time = _text(_value(ds, "AcquisitionDateTime")) or _text(_value(ds, "ContentDate")) + _text(
+        _value(ds, "ContentTime")
     )
     return FrameHeader(
         path=path,
@@ -318,14 +340,14 @@ def _record(
         study_uid=_uid(ds, "StudyInstanceUID"),
         series_uid=_uid(ds, "SeriesInstanceUID"),
         frame_of_reference=_uid(ds, "FrameOfReferenceUID"),
-        series_number=_integer(ds.get("SeriesNumber")),
-        series_description=_text(ds.get("SeriesDescription")),
-        modality=_text(ds.get("Modality")),
-        manufacturer=_text(ds.get("Manufacturer")),
+        series_number=_integer(_value(ds, "SeriesNumber")),
+        series_description=_text(_value(ds, "SeriesDescription")),
+        modality=_text(_value(ds, "Modality")),
+        manufacturer=_text(_value(ds, "Manufacturer")),
         image_type=geometry.image_type,
         kernel=geometry.kernel,
-        acquisition_number=_integer(ds.get("AcquisitionNumber")),
-        instance_number=_integer(ds.get("InstanceNumber")),
+        acquisition_number=_integer(_value(ds, "AcquisitionNumber")),
+        instance_number=_integer(_value(ds, "InstanceNumber")),
         content_time=time,
         position=geometry.position,  # type: ignore[arg-type]
         orientation=geometry.orientation,
@@ -336,8 +358,8 @@ def _record(
         slope=geometry.slope,
         intercept=geometry.intercept,
         pixels=layout,
-        contrast_agent=_text(ds.get("ContrastBolusAgent")),
-        body_part=_text(ds.get("BodyPartExamined")).upper(),
-        patient_position=_text(ds.get("PatientPosition")).upper(),
-        gantry_tilt=_number(ds.get("GantryDetectorTilt")),
+        contrast_agent=_text(_value(ds, "ContrastBolusAgent")),
+        body_part=_text(_value(ds, "BodyPartExamined")).upper(),
+        patient_position=_text(_value(ds, "PatientPosition")).upper(),
+        gantry_tilt=_number(_value(ds, "GantryDetectorTilt")),
     )

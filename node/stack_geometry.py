@@ -230,13 +230,14 @@ def _slice_grid(gaps: np.ndarray, missing_slices: str, notes: list[str]) -> tupl
 
 
 def _holes(gaps: np.ndarray) -> list[int]:
-    """Gaps above MISSING_FACTOR x the median of their neighbours (two each side): a hole
-    stands out against its own neighbourhood, while a protocol that changes spacing part-way
-    (a GE head scan: 4 mm, then 7 mm) does not."""
+    """Gaps above MISSING_FACTOR x the spacing on both sides of them (median of up to two gaps
+    each side): a hole stands out against its neighbourhood on both sides, while a protocol
+    that changes spacing part-way (a GE head scan: 4 mm, then 7 mm) has the larger spacing
+    after the change too."""
     holes = []
     for i, gap in enumerate(gaps):
-        neighbours = np.concatenate([gaps[max(0, i - 2) : i], gaps[i + 1 : i + 3]])
-        reference = float(np.median(neighbours)) if neighbours.size else float(np.median(gaps))
-        if gap > MISSING_FACTOR * reference:
+        sides = [gaps[max(0, i - 2) : i], gaps[i + 1 : i + 3]]
+        references = [float(np.median(side)) for side in sides if side.size]
+        if references and all(gap > MISSING_FACTOR * ref for ref in references):
             holes.append(i)
     return holes
