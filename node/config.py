@@ -146,6 +146,18 @@ class DestinationSettings:
 
 
 @dataclass(frozen=True)
+class AssemblySettings:
+    missing_slices: str = "refuse"
+    allow_reformats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.missing_slices not in ("refuse", "resample"):
+            raise ConfigError(
+                f"assembly.missing_slices must be 'refuse' or 'resample', got {self.missing_slices!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
     node: NodeSettings
@@ -153,6 +165,7 @@ class Settings:
     series: SeriesSettings
     peers: tuple[PeerSettings, ...]
     destinations: tuple[DestinationSettings, ...]
+    assembly: AssemblySettings
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
         """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
@@ -172,6 +185,7 @@ SECTIONS: dict[str, type] = {
     "node": NodeSettings,
     "storage": StorageSettings,
     "series": SeriesSettings,
+    "assembly": AssemblySettings,
 }
 LIST_SECTIONS: dict[str, type] = {"peers": PeerSettings, "destinations": DestinationSettings}
 
