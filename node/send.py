@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -102,13 +102,16 @@ def store_results(
     for sop_class in dict.fromkeys(item.sop_class_uid for item in items):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    connected: list[bool] = []  # pynetdicom reports a refused connection as an abort
     association = ae.associate(
         destination.host,
         destination.port,
         ae_title=destination.ae_title,
-        evt_handlers=nodelay_handlers(),
+        evt_handlers=[*nodelay_handlers(), (evt.EVT_CONN_OPEN, lambda _e: connected.append(True))],
     )
     if not association.is_established:
+        if not connected:
+            return Attempt(Outcome.TRANSIENT, f"no connection to {where} (refused or timed out)")
         if association.is_rejected and association.acceptor.primitive is not None:
             primitive = association.acceptor.primitive
             outcome = (
@@ -120,7 +123,7 @@ def store_results(
             )
         if association.is_aborted:
             return Attempt(Outcome.TRANSIENT, f"association aborted by {where}")
-        return Attempt(Outcome.TRANSIENT, f"no association with {where} (refused or timed out)")
+        return Attempt(Outcome.TRANSIENT, f"no association with {where} (timed out)")
     worst: Attempt | None = None
     last_status = None
     try:

@@ -37,7 +37,6 @@ from node.db import (
     utcnow,
     write_session,
 )
-from node.results.equipment import MANUFACTURER
 
 LOG = logging.getLogger("ctnode.series")
 LOCALIZER = "LOCALIZER"
@@ -75,6 +74,9 @@ def read_header(path: Path) -> SeriesHeader:
 
 def never_routed(header: SeriesHeader, own_result_series: bool) -> str | None:
     """Why no rule may take this series, whatever the rules say; None when one may."""
+    # Imported here: node.results pulls in torch, which a receive-only node never needs.
+    from node.results.equipment import MANUFACTURER
+
     if own_result_series or header.manufacturer.lower() == MANUFACTURER:
         return "the series is one of this node's own results"
     if LOCALIZER in header.image_type:
