@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests."""
+"""Fixtures shared by the integration tests and benchmarks."""
 
 from __future__ import annotations
 
