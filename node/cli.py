@@ -296,6 +296,42 @@ def series(
     console.print(table)
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="DICOM folder (searched recursively) or file")],
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="write each assembled stack here as NIfTI (int16 HU)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="site configuration (TOML) on top of config.toml"),
+    ] = None,
+) -> None:
+    """Show the stacks in a folder, their geometry and what the node would do with each."""
+    import json
+
+    from node.inspect_report import export_stacks, plan_as_dict, print_plan
+    from node.volume import plan_folder
+
+    try:
+        settings = load_settings(config)
+        plan = plan_folder(path, settings.assembly)
+    except (ConfigError, FileNotFoundError) as error:
+        console.print(f"[red]cannot inspect {path}:[/red] {error}")
+        raise typer.Exit(2) from error
+    written = export_stacks(plan, export, settings.assembly) if export is not None else {}
+    if as_json:
+        report = plan_as_dict(plan)
+        report["exported"] = {label: str(file) for label, file in written.items()}
+        print(json.dumps(report, indent=1))
+        return
+    print_plan(plan, console, title=str(path))
+    for label, file in written.items():
+        console.print(f"exported {label} -> {file}")
+
+
 @contextmanager
 def _database(settings: Settings) -> Iterator[sessionmaker]:
     """The node's database (migrated to the newest schema), as a session factory."""

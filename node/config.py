@@ -263,6 +263,18 @@ class DestinationSettings:
 
 
 @dataclass(frozen=True)
+class AssemblySettings:
+    missing_slices: str = "refuse"
+    allow_reformats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.missing_slices not in ("refuse", "resample"):
+            raise ConfigError(
+                f"assembly.missing_slices must be 'refuse' or 'resample', got {self.missing_slices!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
     node: NodeSettings
@@ -275,6 +287,7 @@ class Settings:
     peers: tuple[PeerSettings, ...]
     destinations: tuple[DestinationSettings, ...]
     routes: tuple[RouteSettings, ...]
+    assembly: AssemblySettings
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
         """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
@@ -298,6 +311,7 @@ SECTIONS: dict[str, type] = {
     "calcium": CalciumSettings,
     "results": ResultsSettings,
     "send": SendSettings,
+    "assembly": AssemblySettings,
 }
 LIST_SECTIONS: dict[str, type] = {
     "peers": PeerSettings,

@@ -1,34 +1,87 @@
-"""CT series -> one CT volume (SimpleITK image in HU).
+"""CT series -> one CT volume (SimpleITK image in HU): the entry point the rest of the node uses.
 
-For now the basic reader that `ctnode score` and the evaluation use; grouping, series
-selection and hardened assembly of real scanner output are the next step here.
+`plan_folder` finds the stacks in a folder (node.dicom_stacks), works out each one's geometry
+(node.stack_geometry) and picks the one to score (node.selection), with a reason for every
+decision; `read_ct` assembles the chosen stack (node.assembly).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from node.assembly import assemble
+from node.config import AssemblySettings
+from node.dicom_stacks import Stack, StackScan, find_stacks
+from node.selection import Candidate, SelectionPlan, select_for_calcium
+from node.stack_geometry import AssemblyError, StackGeometry, plan_geometry
 
-def read_ct(path: Path):
-    """A CT volume from a NIfTI/MHA file or a DICOM folder (the series with the most slices)."""
+__all__ = ["AssemblyError", "StackPlan", "VolumePlan", "plan_folder", "read_ct"]
 
-    if path.is_file():
+
+@dataclass
+class StackPlan:
+    stack: Stack
+    geometry: StackGeometry | None  # None: the stack cannot be assembled
+    error: str | None
+
+
+@dataclass
+class VolumePlan:
+    scan: StackScan
+    stacks: list[StackPlan]
+    selection: SelectionPlan
+
+    def plan_of(self, stack: Stack) -> StackPlan:
+        return next(p for p in self.stacks if p.stack is stack)
+
+
+def plan_folder(path: Path, settings: AssemblySettings | None = None) -> VolumePlan:
+    """Stacks, their geometry, exclusions and the calcium-scoring choice for a DICOM folder."""
+    settings = settings or AssemblySettings()
+    scan = find_stacks(path, allow_reformats=settings.allow_reformats)
+    plans, candidates = [], []
+    for stack in scan.stacks:
+        try:
+            geometry = plan_geometry(stack, settings.missing_slices)
+        except AssemblyError as error:
+            plans.append(StackPlan(stack, None, str(error)))
+            continue
+        plans.append(StackPlan(stack, geometry, None))
+        candidates.append(Candidate(stack, geometry.coverage_mm, len(geometry.frames)))
+    selection = select_for_calcium(candidates)
+    for plan in plans:
+        if plan.error:
+            selection.reasons[plan.stack.label] = f"cannot be assembled: {plan.error}"
+    return VolumePlan(scan, plans, selection)
+
+
+def read_ct(path: Path, settings: AssemblySettings | None = None) -> sitk.Image:
+    """A CT volume (float32 HU) from a NIfTI/MHA file or a DICOM folder.
+
+    For DICOM, the stack that series selection picks for calcium scoring; ValueError with
+    every stack's reason when none qualifies. The slice thickness stays in the image's
+    metadata as "0018|0050" (the score uses it)."""
+    path = Path(path)
+    if path.is_file() and not _is_dicom_file(path):
         return sitk.ReadImage(str(path), sitk.sitkFloat32)
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    if not series:
-        raise ValueError(f"{path}: no DICOM image series found")
-    files = max(
-        (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), s) for s in series), key=len
-    )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.SetOutputPixelType(sitk.sitkFloat32)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
-    if reader.HasMetaDataKey(0, "0018|0050"):  # slice thickness: the score uses it
-        image.SetMetaData("0018|0050", reader.GetMetaData(0, "0018|0050").strip())
+    plan = plan_folder(path, settings)
+    chosen = plan.selection.chosen
+    if chosen is None:
+        reasons = "; ".join(f"{label}: {why}" for label, why in plan.selection.reasons.items())
+        raise ValueError(f"{path}: no CT stack suitable for calcium scoring ({reasons or 'none'})")
+    assembled = assemble(chosen, (settings or AssemblySettings()).missing_slices)
+    image = sitk.Cast(assembled.image, sitk.sitkFloat32)
+    for key in assembled.image.GetMetaDataKeys():
+        image.SetMetaData(key, assembled.image.GetMetaData(key))
     return image
+
+
+def _is_dicom_file(path: Path) -> bool:
+    with open(path, "rb") as fp:
+        head = fp.read(132)
+    return head[128:132] == b"DICM"

@@ -19,7 +19,6 @@ import SimpleITK as sitk
 from node.config import Settings
 from node.jobs import OutputFile
 from node.pipelines.outbox import write_result
-from node.volume import read_ct
 
 Report = Callable[[str, str], None]
 
@@ -56,33 +55,51 @@ class ScorerCache:
             return self._scorer
 
 
-def read_source(files: SeriesFiles, min_slices: int) -> tuple[list[pydicom.Dataset], sitk.Image]:
-    """The instances (headers and pixels) and the CT volume assembled from the same files."""
+def read_source(
+    files: SeriesFiles, settings: Settings
+) -> tuple[list[pydicom.Dataset], sitk.Image, str]:
+    """The instances of the stack chosen for scoring (headers and pixels), the CT volume
+    assembled from them (node.volume's planning and assembly), and a line for the job log."""
+    from node.assembly import assemble
+    from node.stack_geometry import AssemblyError
+    from node.volume import plan_folder
+
+    min_slices = settings.calcium.min_slices
     if len(files.paths) < min_slices:
         raise BadSeriesError(
             f"{len(files.paths)} instances, fewer than [calcium] min_slices={min_slices}"
         )
+    plan = plan_folder(files.folder, settings.assembly)
+    chosen = plan.selection.chosen
+    if chosen is None:
+        reasons = "; ".join(f"{label}: {why}" for label, why in plan.selection.reasons.items())
+        raise BadSeriesError(f"no CT stack suitable for calcium scoring ({reasons or 'none'})")
+    try:
+        assembled = assemble(chosen, settings.assembly.missing_slices)
+    except AssemblyError as error:
+        raise BadSeriesError(f"stack {chosen.label} cannot be assembled: {error}") from error
+    ct = sitk.Cast(assembled.image, sitk.sitkFloat32)
+    for key in assembled.image.GetMetaDataKeys():
+        ct.SetMetaData(key, assembled.image.GetMetaData(key))
+    if ct.GetSize()[2] < min_slices:
+        raise BadSeriesError(f"{ct.GetSize()[2]} slices, fewer than {min_slices}")
     source = []
-    for path in files.paths:
+    for path in sorted({frame.path for frame in chosen.frames}):
         try:
             source.append(pydicom.dcmread(path))
         except Exception as error:  # noqa: BLE001 - whatever a corrupt file makes pydicom raise
             raise BadSeriesError(
                 f"instance file {path.name} cannot be read ({type(error).__name__})"
             ) from error
-    try:
-        ct = read_ct(files.folder)
-    except (ValueError, RuntimeError) as error:
-        # SimpleITK's message may quote file paths (UIDs only) but never header values.
-        raise BadSeriesError(f"the series cannot be assembled into a volume: {error}") from error
-    if ct.GetSize()[2] != len(source):
-        raise BadSeriesError(
-            f"{len(source)} instances but the assembled volume has {ct.GetSize()[2]} slices "
-            "(several positions per slice, or more than one image series in the series)"
+    left_out = len(files.paths) - len(source)
+    notes = [f"stack {chosen.label}"]
+    if left_out:
+        notes.append(
+            f"{left_out} instance(s) left out: "
+            + "; ".join(f"{e.count} {e.reason}" for e in plan.scan.excluded)
         )
-    if ct.GetSize()[2] < min_slices:
-        raise BadSeriesError(f"{ct.GetSize()[2]} slices, fewer than {min_slices}")
-    return source, ct
+    notes.extend(assembled.notes)
+    return source, ct, ", ".join(notes)
 
 
 def run(
@@ -99,12 +116,12 @@ def run(
     from node.results.sr import build_calcium_sr
 
     start = time.perf_counter()
-    source, ct = read_source(files, settings.calcium.min_slices)
+    source, ct, notes = read_source(files, settings)
     size, spacing = ct.GetSize(), ct.GetSpacing()
     report(
         "volume",
         f"{size[0]}x{size[1]}x{size[2]} voxels of {spacing[0]:.2f}x{spacing[1]:.2f}x"
-        f"{spacing[2]:.2f} mm read in {time.perf_counter() - start:.1f} s",
+        f"{spacing[2]:.2f} mm ({notes}) read in {time.perf_counter() - start:.1f} s",
     )
 
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port, wait_for
 from tests.tools import REPO, require_tool
 
-SLICES = 40
+SLICES = 48  # 2.5 mm apart: 117.5 mm, more than the 100 mm series selection asks for
 MIN_SLICES = 30  # [calcium] min_slices of this node: a 20-slice series passes routing, then fails
 COMPLETE_AFTER_S = 2.0
 
@@ -229,9 +229,9 @@ def test_late_instances_reopen_the_series_and_supersede_its_job(
 ) -> None:
     files = phantoms["late"]
     uid = series_uid(files)
-    storescu(node, files[:35])
+    storescu(node, files[:42])
     first = wait_for(lambda: jobs_of(node, uid), 30, "the first job")[0][0]
-    storescu(node, files[35:])
+    storescu(node, files[42:])
     wait_for(lambda: len(jobs_of(node, uid)) == 2, 30, "a second job")
     second, state = final_job(node, uid)
     assert second != first and state == "done"

@@ -1,0 +1,123 @@
+"""What `ctnode inspect` shows and exports: a folder's plan as tables, JSON and NIfTI files.
+
+For PACS administrators debugging a routing rule: every stack with its geometry and the
+node's decision, every excluded group of images with the reason. UIDs, never patient data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import SimpleITK as sitk
+from rich.console import Console
+from rich.table import Table
+
+from node.assembly import assemble
+from node.config import AssemblySettings
+from node.selection import kernel_class
+from node.stack_geometry import AssemblyError
+from node.volume import StackPlan, VolumePlan
+
+
+def _stack_dict(plan: StackPlan, reason: str) -> dict:
+    stack, geometry = plan.stack, plan.geometry
+    first = stack.first
+    out = {
+        "label": stack.label,
+        "name": stack.name,
+        "series_uid": stack.series_uid,
+        "series_number": first.series_number,
+        "images": len(stack.frames),
+        "plane": stack.plane,
+        "kernel": first.kernel,
+        "kernel_class": kernel_class(first.kernel),
+        "thickness_mm": stack.thickness,
+        "image_type": "\\".join(first.image_type),
+        "contrast": bool(first.contrast_agent),
+        "split_by": list(stack.split_by),
+        "decision": reason,
+        "error": plan.error,
+    }
+    if geometry is not None:
+        low, high = geometry.spacing_range
+        out.update(
+            size=list(geometry.size),
+            spacing_mm=[round(v, 4) for v in geometry.spacing],
+            origin_mm=[round(v, 3) for v in geometry.origin],
+            direction=[round(v, 5) for v in geometry.direction],
+            coverage_mm=round(geometry.coverage_mm, 1),
+            input_spacing_mm=[round(low, 3), round(high, 3)],
+            tilt_deg=round(geometry.tilt_deg, 2),
+            resampled=geometry.resampled,
+            notes=list(geometry.notes),
+        )
+    return out
+
+
+def plan_as_dict(plan: VolumePlan) -> dict:
+    reasons = plan.selection.reasons
+    return {
+        "stacks": [_stack_dict(p, reasons.get(p.stack.label, "")) for p in plan.stacks],
+        "chosen_for_calcium": plan.selection.chosen.label if plan.selection.chosen else None,
+        "excluded": [
+            {"label": e.label, "series_uid": e.series_uid, "images": e.count, "reason": e.reason}
+            for e in plan.scan.excluded
+        ],
+        "unreadable": [{"path": str(u.path), "reason": u.reason} for u in plan.scan.unreadable],
+    }
+
+
+def print_plan(plan: VolumePlan, console: Console, title: str) -> None:
+    report = plan_as_dict(plan)
+    table = Table(title=f"Stacks in {title}")
+    for column in ("stack", "images", "plane", "kernel", "thick", "size", "spacing mm", "notes"):
+        table.add_column(column)
+    table.add_column("decision", overflow="fold")
+    for item in report["stacks"]:
+        size = "x".join(str(v) for v in item.get("size", [])) or "-"
+        spacing = "x".join(f"{v:g}" for v in item.get("spacing_mm", [])) or "-"
+        notes = "; ".join(item.get("notes", [])) or ("" if not item["error"] else item["error"])
+        thickness = f"{item['thickness_mm']:g}" if item["thickness_mm"] else "-"
+        decision = item["decision"]
+        style = "green" if decision.startswith("chosen") else None
+        table.add_row(
+            item["label"],
+            str(item["images"]),
+            item["plane"],
+            f"{item['kernel']} ({item['kernel_class']})",
+            thickness,
+            size,
+            spacing,
+            notes,
+            f"[{style}]{decision}[/{style}]" if style else decision,
+        )
+    console.print(table)
+    chosen = report["chosen_for_calcium"]
+    console.print(f"calcium scoring: {'stack ' + chosen if chosen else 'no suitable stack'}")
+    if report["excluded"]:
+        excluded = Table(title="Excluded")
+        for column in ("series", "images", "reason", "series UID"):
+            excluded.add_column(column)
+        for item in report["excluded"]:
+            excluded.add_row(item["label"], str(item["images"]), item["reason"], item["series_uid"])
+        console.print(excluded)
+    if report["unreadable"]:
+        console.print(f"{len(report['unreadable'])} files are not DICOM images (skipped)")
+
+
+def export_stacks(plan: VolumePlan, folder: Path, settings: AssemblySettings) -> dict[str, Path]:
+    """Each stack that assembles as `<name>.nii.gz` (int16 HU); returns label -> file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for stack_plan in plan.stacks:
+        if stack_plan.geometry is None:
+            continue
+        try:
+            assembled = assemble(stack_plan.stack, settings.missing_slices)
+        except AssemblyError as error:
+            stack_plan.error = str(error)
+            continue
+        file = folder / f"{stack_plan.stack.name}.nii.gz"
+        sitk.WriteImage(assembled.image, str(file), True)
+        written[stack_plan.stack.label] = file
+    return written
