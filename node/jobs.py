@@ -54,13 +54,18 @@ class JobNotFoundError(LookupError):
 def claim_next(sessions: sessionmaker[Session], worker: str) -> ClaimedJob | None:
     """Take the oldest queued job that is due, or None when there is none."""
     now = utcnow()
+    due = (Job.state == JobState.QUEUED) & or_(
+        Job.next_attempt_at.is_(None), Job.next_attempt_at <= now
+    )
+    # A plain read first: an idle worker polls often, and on SQLite a write transaction would
+    # take the database's one write lock from the receiver each time.
+    with sessions() as session:
+        if session.scalar(select(Job.id).where(due).limit(1)) is None:
+            return None
     with write_session(sessions) as session:
         job = session.scalar(
             select(Job)
-            .where(
-                Job.state == JobState.QUEUED,
-                or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
-            )
+            .where(due)
             .order_by(Job.created_at, Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)

@@ -204,15 +204,19 @@ class Sender:
     def _claim(self) -> ClaimedDelivery | None:
         now = utcnow()
         outbox = Path(self.settings.results.outbox_dir)
+        due = (
+            (Delivery.state == DeliveryState.PENDING)
+            & (Delivery.next_attempt_at <= now)
+            & (Job.state == JobState.SENDING)
+        )
+        with self.sessions() as session:  # a plain read first, as node.jobs.claim_next does
+            if session.scalar(select(Delivery.id).join(Job).where(due).limit(1)) is None:
+                return None
         with write_session(self.sessions) as session:
             delivery = session.scalar(
                 select(Delivery)
                 .join(Job)
-                .where(
-                    Delivery.state == DeliveryState.PENDING,
-                    Delivery.next_attempt_at <= now,
-                    Job.state == JobState.SENDING,
-                )
+                .where(due)
                 .order_by(Delivery.next_attempt_at, Delivery.id)
                 .limit(1)
                 .with_for_update(skip_locked=True, of=Delivery)
