@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import RouteSettings, Settings
 from node.db import (
+    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -263,3 +264,19 @@ def supersede_older(session: Session, series: Series, pipeline: str, newer: Job)
             series_id=series.id,
             job_id=job.id,
         )
+        for delivery in job.deliveries:
+            if delivery.state != DeliveryState.PENDING:
+                continue
+            # Results of a partial series are not sent; the newer job sends its own.
+            delivery.state = DeliveryState.FAILED
+            delivery.last_error = f"not sent: job superseded by job #{newer.id}"
+            delivery.next_attempt_at = None
+            record_event(
+                session,
+                "delivery.failed",
+                f"delivery #{delivery.id} to {delivery.destination}: {delivery.last_error}",
+                state=DeliveryState.FAILED,
+                series_id=series.id,
+                job_id=job.id,
+                delivery_id=delivery.id,
+            )

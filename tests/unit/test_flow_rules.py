@@ -197,12 +197,18 @@ def test_a_reopened_series_supersedes_its_earlier_job(node) -> None:
     old = utcnow() - timedelta(seconds=6)
     _receive(settings, sessions, "1.2.3.7", 20, at=old)
     (first,) = complete_and_route(settings, sessions)
+    assert jobs.claim_next(sessions, "w").id == first
+    output = jobs.OutputFile("sr", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.9.2", "1.2.9", "p", 1)
+    assert jobs.finish(sessions, first, "w", [output], ["pacs"]) == JobState.SENDING
     _receive(settings, sessions, "1.2.3.7", 1, at=old, start=20)  # a late instance
     (second,) = complete_and_route(settings, sessions)
     with sessions() as session:
         job = session.get(Job, first)
         assert (job.state, job.superseded_by) == (JobState.SUPERSEDED, second)
         assert session.get(Job, second).state == JobState.QUEUED
+        # The partial series' results are not sent any more.
+        (delivery,) = job.deliveries
+        assert delivery.state == DeliveryState.FAILED and "superseded" in delivery.last_error
 
 
 def test_claims_are_exclusive_and_the_lifecycle_is_logged(node) -> None:
