@@ -122,7 +122,27 @@ class Worker:
         self._thread = None
         LOG.info("worker stopped")
 
+    def _load_model(self) -> None:
+        """Load the model before the first job, so the first series is not slower than the
+        rest (torch and the weights take seconds); a missing model is reported now, and each
+        job then fails with the reason until it is installed."""
+        from models.calcium.inference import ModelFileError
+
+        start = time.perf_counter()
+        try:
+            scorer = self.scorers.get()
+        except ModelFileError as error:
+            LOG.error("calcium model not usable, jobs will fail until it is: %s", error)
+            return
+        LOG.info(
+            "calcium model %s loaded on %s in %.1f s",
+            scorer.name,
+            scorer.device,
+            time.perf_counter() - start,
+        )
+
     def _loop(self) -> None:
+        self._load_model()
         while not self._stopping.is_set():
             try:
                 self._release_stale()

@@ -37,8 +37,10 @@ class SeriesFiles:
 
 
 class ScorerCache:
-    """One CalciumScorer per worker, loaded at the first job (torch and the weights take a few
-    seconds and about half a GB; a node that only receives never pays for them)."""
+    """One CalciumScorer per worker, loaded when the worker starts (torch and the weights take
+    a few seconds and about half a GB; a node that only receives, [worker] enabled = false,
+    never pays for them). A load that failed is tried again at the next job, so installing the
+    weights needs no restart."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
