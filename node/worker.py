@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -223,7 +223,11 @@ class Worker:
         return self._fail(claimed, f"internal error ({name})", retryable=True)
 
     def _fail(
-        self, claimed: jobs.ClaimedJob, reason: str, retryable: bool, retry_at=None
+        self,
+        claimed: jobs.ClaimedJob,
+        reason: str,
+        retryable: bool,
+        retry_at: datetime | None = None,
     ) -> JobState:
         LOG.warning("job %d failed: %s", claimed.id, reason)
         try:

@@ -12,11 +12,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 import SimpleITK as sitk
 
 from node.config import Settings
+
+if TYPE_CHECKING:
+    from models.calcium.inference import CalciumScorer
 from node.jobs import OutputFile
 from node.pipelines.outbox import write_result
 
@@ -44,10 +48,10 @@ class ScorerCache:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._scorer = None
+        self._scorer: CalciumScorer | None = None
         self._lock = threading.Lock()
 
-    def get(self):
+    def get(self) -> CalciumScorer:
         from models.calcium.inference import CalciumScorer
 
         with self._lock:
