@@ -4,7 +4,7 @@
     result = scorer.score(ct)                # ct: SimpleITK image in HU
     result.agatston_total, result.category, result.feedback["LAD"], result.flags
 
-1. The registration ConvNet aligns the scan (on a 5 mm grid covering its field of view) to the
+1. The registration ConvNet aligns the scan (on a 10 mm grid covering its field of view) to the
    phantom atlas; the atlas heart centre mapped through the predicted affine is where the heart
    is in the scan.
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
@@ -125,7 +125,7 @@ class CalciumScorer:
         files = self.manifest["files"]
         with np.load(weights_dir / files["atlas"]) as atlas:
             volume = torch.from_numpy(atlas["volume"].astype(np.float32))
-        self.atlas = nets.normalise_registration_input(volume)[None, None].to(self.device)
+        self.atlas = nets.registration_input(volume[None, None]).to(self.device)
         self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])
         self.score_net = nets.ScoreNet(width=self.manifest["score"]["width"])
         for net, key in ((self.registration, "registration"), (self.score_net, "score")):
@@ -144,7 +144,7 @@ class CalciumScorer:
     def locate_heart(self, ct: sitk.Image) -> tuple[np.ndarray, dict, float]:
         """Heart centre in the scan (mm), the transform, and the alignment's correlation."""
         moving = torch.from_numpy(registration_volume(ct)).to(self.device)
-        moving = nets.normalise_registration_input(moving)[None, None]
+        moving = nets.registration_input(moving[None, None])
         a, t, aligned = nets.align(
             self.registration, self._atlas_features, moving, REG_SIZE * REG_SPACING_MM / 2,
             self.registration_passes,

@@ -3,7 +3,8 @@
 * Registration grid: 80 x 80 x 80 voxels of 5 mm (a 400 mm cube) centred on the scan's field
   of view, identity direction. Coarse on purpose: it has to see the whole chest, and the
   registration only needs the layout of lungs, heart and bones. Averaging (bin shrink) before
-  resampling avoids aliasing.
+  resampling avoids aliasing. The network averages it further to 10 mm
+  (networks.registration_input).
 * Score grid: 64 x 64 x 72 voxels of 3 x 3 x 2.5 mm (192 x 192 x 180 mm) centred on the
   heart as located by the registration, identity direction, physical scale kept (no rotation
   or scaling: the Agatston score is defined in mm^2 on axial slices). Three channels, each

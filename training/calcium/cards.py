@@ -13,18 +13,30 @@ from models.calcium.inference import MANIFEST
 
 EVALUATION = "calcium_evaluation.json"
 
-RECIPE = """```bash
-# 1. fresh phantoms -> training samples (seed 1001; never used for evaluation)
-python -m training.calcium.prepare --out data/calcium --n 1200 --seed 1001 --workers 16
-# 2. registration ConvNet (unsupervised) and atlas
-python -m training.calcium.train_registration --data data/calcium --out runs/registration
-# 3. score ConvNet
-python -m training.calcium.train_score --data data/calcium --out runs/score
+RECIPE = """The shipped weights were trained on the 2-core CPU development machine (no GPU was
+available to that session), with these commands:
+
+```bash
+# 1. fresh phantoms -> training samples (seed 1001; never used for evaluation). Stopped by
+#    time after the first 308 cases of the plan; prepare is resumable, so rerunning it with
+#    the same arguments continues the same plan.
+python -m training.calcium.prepare --out data/calcium --n 1500 --seed 1001 --workers 2
+# 2. registration ConvNet (unsupervised) and atlas, one CPU thread, 20 minutes
+OMP_NUM_THREADS=1 python -m training.calcium.train_registration --data data/calcium \\
+    --out runs/registration --iterations 2000 --batch 8 --seed 1001 --max-minutes 20
+# 3. score ConvNet, 27 minutes
+python -m training.calcium.train_score --data data/calcium --out runs/score \\
+    --iterations 20000 --batch 4 --seed 1001 --max-minutes 27
 # 4. install into models/weights (float16, sha256 in calcium_manifest.json)
 python -m training.calcium.ship --registration runs/registration --score runs/score
 # 5. held-out evaluation (seed 424242) -> calcium_evaluation.json, figures, this card
 python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
-```"""
+```
+
+With `--max-minutes` the learning-rate schedule follows the elapsed time, so the number of
+steps depends on the machine (the tables below record the steps each run took); without it the
+runs are step-driven and repeat exactly on the same device. `python -m
+training.calcium.train_all --work DIR --minutes M` runs steps 1-4 in one budget."""
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -90,7 +102,8 @@ def write_cards(weights: Path) -> None:
     (weights / "calcium_registration.md").write_text(f"""# Model card: calcium registration ConvNet
 
 Affine registration (translation, rotation, anisotropic scale) of a whole chest CT, resampled to
-80^3 voxels of 5 mm around its field of view, to a phantom atlas (the mean of the training
+80^3 voxels of 5 mm around its field of view and averaged to 40^3 voxels of 10 mm for the
+network, to a phantom atlas (the mean of the training
 phantoms, heart-centred), following the DLIR/AIRNet design: shared trunk of 3x3x3 convolutions
 (width {reg["width"]}) with ELU and average pooling, two dense layers of 64, separate heads.
 Trained without labels: maximise the normalised cross-correlation with the atlas, weighted
@@ -121,8 +134,9 @@ rotation +-15 deg, scale +-15 %). Its job in ctnode: put the heart in the score 
 
 ## Heart-centre error on validation phantoms (known perturbations)
 
-"As shipped" runs the network twice, the second time on the scan as aligned by the first, and
-composes the two transforms (`models/calcium/networks.align`).
+"Two passes" runs the network again on the scan as aligned by the first pass and composes the
+two transforms (`models/calcium/networks.align`); "as shipped" is the number of passes the
+manifest sets.
 
 {
         _table(
@@ -136,7 +150,11 @@ composes the two transforms (`models/calcium/networks.align`).
                         ("95th percentile (mm)", "p95"),
                         ("maximum (mm)", "max"),
                     )
-                    for passes, suffix in (("one pass", "_one_pass"), ("as shipped", ""))
+                    for passes, suffix in (
+                        ("one pass", "_one_pass"),
+                        ("two passes", "_two_passes"),
+                        ("as shipped", ""),
+                    )
                 ],
             ]
         )
@@ -156,9 +174,11 @@ summarising the scan's native voxels under one box voxel (mean HU; peak HU, so t
 calcifications keep the peak that sets their density weight; fraction of voxels at or above
 130 HU, the candidate area the score counts) plus the slice increment, thickness and pixel
 size; output a non-negative map per artery (LAD, LCX, RCA) on the same grid whose sums are the
-artery scores. The map is the decision feedback. Loss: squared error of log(1 + score) per
-artery and for the total, plus {score.get("placement_weight", 0)} x the same error per map voxel
-against the truth's own score density (where the score lies). Width {score["width"]}.
+artery scores, the product of a presence probability and a magnitude per voxel. The map is the
+decision feedback. Loss: squared error of log(1 + score) per artery and for the total, plus
+{score.get("placement_weight", 0)} x a placement loss against the truth's own score density (each
+counted voxel's share of the Agatston score): class-balanced cross-entropy of the presence and log1p
+squared error of the magnitude where the truth carries score. Width {score["width"]}.
 
 {shared}
 ## Training

@@ -1,8 +1,8 @@
-"""Reproduce the shipped calcium models in one go, within a time budget (for a GPU machine).
+"""Reproduce the shipped calcium models in one go, within a time budget (GPU or CPU).
 
 python -m training.calcium.train_all --work DIR [--minutes 9] [--workers 16] [--weights DIR]
 
-Runs prepare -> train_registration -> train_score -> ship with the shares of the budget below,
+Runs prepare (42 % of the budget) -> train_registration (20 %) -> train_score (the rest) -> ship,
 then times the whole inference pipeline on a 512 x 512 x 100 phantom on the training device.
 Each step is also a command of its own (see the model cards) for longer or smaller runs.
 """
@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             "--iterations",
             str(args.registration_iterations),
             "--batch",
-            "16",
+            "8",
             "--seed",
             str(args.seed),
+            "--max-minutes",
+            f"{0.2 * args.minutes:.2f}",
         ]
     )
     print(f"[train_all] registration trained, {left():.1f} min left", flush=True)

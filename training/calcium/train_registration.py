@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from models.calcium.inference import pick_device
 from models.calcium.networks import (
+    REGISTRATION_POOL,
     RegistrationNet,
     align,
-    normalise_registration_input,
+    registration_input,
     rotation_matrix,
     warp,
 )
@@ -44,7 +46,9 @@ HALF_EXTENT_MM = REG_SIZE * REG_SPACING_MM / 2
 PERTURB_TRANSLATION_MM = 40.0
 PERTURB_ROTATION_DEG = 15.0
 PERTURB_SCALE = 0.15
-INFERENCE_PASSES = 2  # the shipped pipeline looks twice (networks.align)
+# Passes of the shipped pipeline (networks.align). A second look made the heart-centre error
+# worse on validation (median 28.6 vs 24.7 mm in the shipped run), so one.
+INFERENCE_PASSES = 1
 
 
 def build_atlas(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, help="use at most this many samples")
+    parser.add_argument(
+        "--max-minutes", type=float, help="fit the number of iterations into this much time"
+    )
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)
@@ -134,24 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().to(device)  # noqa: E731
-    atlas = normalise_registration_input(to_tensor(atlas_np))[None, None]
-    weight = to_tensor(similarity_weight(atlas_heart))[None, None]
-    scans = normalise_registration_input(torch.from_numpy(samples.registration).float())[:, None]
+    atlas = registration_input(to_tensor(atlas_np)[None, None])
+    weight = F.avg_pool3d(to_tensor(similarity_weight(atlas_heart))[None, None], REGISTRATION_POOL)
+    scans = registration_input(torch.from_numpy(samples.registration).float()[:, None])
     offsets = torch.from_numpy(samples.heart_offset_mm).float()
 
     net = RegistrationNet(width=args.width).to(device)
-    optimiser = torch.optim.Adam(net.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, args.lr, total_steps=args.iterations, pct_start=0.1
-    )
     generator = torch.Generator().manual_seed(args.seed)
-    val_generator_seed = args.seed + 1
-    history = {"train 1 - NCC": [], "validation 1 - NCC": []}
-    errors = {"validation heart error (mm)": []}
     rng = np.random.default_rng(args.seed)
-    start = time.time()
-    progress = tqdm(range(1, args.iterations + 1), desc="registration", unit="it")
-    for step in progress:
+
+    def train_step(optimiser, schedule=None) -> float:
         net.train()
         pick = rng.choice(
             train_idx, size=min(args.batch, len(train_idx)), replace=len(train_idx) < args.batch
@@ -163,16 +162,40 @@ def main(argv: list[str] | None = None) -> int:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        schedule.step()
-        if step % max(1, args.iterations // 20) == 0 or step == args.iterations:
+        if schedule is not None:
+            schedule.step()
+        return loss.item()
+
+    start = time.time()
+    iterations = args.iterations
+    if args.max_minutes is not None:  # time a few gentle steps, then fit the schedule
+        warmup = torch.optim.Adam(net.parameters(), lr=args.lr / 20)
+        for _ in range(3):
+            train_step(warmup)
+        per_step = (time.time() - start) / 3
+        budget_s = 60 * args.max_minutes - (time.time() - start)
+        # about 10 % of the time goes to the validation passes
+        iterations = int(min(iterations, max(10, budget_s / per_step * 0.88)))
+    optimiser = torch.optim.Adam(net.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, args.lr, total_steps=iterations, pct_start=0.1
+    )
+    val_generator_seed = args.seed + 1
+    monitor = val_idx[:16]  # a fixed subset during training; the final report uses all
+    history = {"train 1 - NCC": [], "validation 1 - NCC": []}
+    errors = {"validation heart error (mm)": []}
+    progress = tqdm(range(1, iterations + 1), desc="registration", unit="it")
+    for step in progress:
+        loss = train_step(optimiser, schedule)
+        if step % max(1, iterations // 10) == 0 or step == iterations:
             val = evaluate(
-                net, atlas, weight, scans[val_idx], offsets[val_idx], val_generator_seed, device
+                net, atlas, weight, scans[monitor], offsets[monitor], val_generator_seed, device
             )
-            history["train 1 - NCC"].append((step, loss.item()))
+            history["train 1 - NCC"].append((step, loss))
             history["validation 1 - NCC"].append((step, val["loss"]))
             errors["validation heart error (mm)"].append((step, val["heart_error_median_mm"]))
             progress.set_postfix(
-                loss=f"{loss.item():.3f}",
+                loss=f"{loss:.3f}",
                 val=f"{val['loss']:.3f}",
                 heart_mm=f"{val['heart_error_median_mm']:.1f}",
             )
@@ -192,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "1 - weighted NCC",
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
-                        passes=INFERENCE_PASSES, validation=final, history={**history, **errors})  # fmt: skip
+                        iterations_run=iterations, passes=INFERENCE_PASSES, validation=final, history={**history, **errors})  # fmt: skip
     write_json(args.out / "registration_metrics.json", record)
     print(
         f"validation heart-centre error: median {final['heart_error_median_mm']:.1f} mm, "
@@ -203,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
 
 @torch.no_grad()
 def evaluate(net, atlas, weight, scans, offsets, seed, device, repeats: int = 1) -> dict:
-    """Heart-centre error on validation scans under random known perturbations, with one
-    pass of the network (as trained) and with two (as shipped: see networks.align)."""
+    """Heart-centre error on validation scans under random known perturbations, with one pass
+    of the network and with two (networks.align); unsuffixed keys: as shipped."""
     net.eval()
     result = {}
-    for passes, suffix in ((1, "_one_pass"), (INFERENCE_PASSES, "")):
+    runs = ((1, "_one_pass"), (2, "_two_passes"), (INFERENCE_PASSES, ""))
+    for passes, suffix in runs:
         generator = torch.Generator().manual_seed(seed)
         losses, errors = [], []
         for _ in range(repeats):

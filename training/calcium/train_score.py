@@ -11,23 +11,27 @@ Loss, per sample:
 * the score itself: squared error of log(1 + score) per artery and for the total. Agatston
   scores span five orders of magnitude; on the log scale a miss of 0 vs 5 weighs about as much
   as 400 vs 2000, which is what the risk categories care about;
-* plus `--placement-weight` x the placement loss: the same log1p squared error on every map
-  voxel against the truth's own score density there (each counted voxel's share of the
-  Agatston score, prepare.score_density), summed over voxels. The network still regresses the score
-  directly (its output is the map, its score the map's sum); the placement term tells it where
-  the score lies instead of leaving it to find out from totals alone, which makes training
-  converge with far fewer samples and makes the map a faithful decision feedback.
+* plus `--placement-weight` x the placement loss (`placement_loss`) against the truth's own
+  score density (each counted voxel's share of the Agatston score, prepare.score_density):
+  the map is presence x magnitude per voxel; the presence logits get a class-balanced binary
+  cross-entropy against "this voxel carries score", the magnitudes a log1p squared error where
+  it does. The network still regresses the score directly (its output is the map, its score
+  the map's sum); the placement term tells it where the score lies instead of leaving it to
+  find out from totals alone, which makes training converge with far fewer samples and makes
+  the map a faithful decision feedback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from models.agatston import risk_category
@@ -74,6 +78,16 @@ def density_crops(density, index: np.ndarray, offsets, device) -> torch.Tensor:
     return out
 
 
+def one_cycle_lr(done: float, peak: float, warm: float = 0.05) -> float:
+    """Learning rate at fraction `done` of the run: linear warm-up from peak/25 over the first
+    5 %, then cosine annealing to peak/10^4 (torch's OneCycleLR shape, driven by a fraction)."""
+    done = min(max(done, 0.0), 1.0)
+    if done < warm:
+        return peak * (0.04 + 0.96 * done / warm)
+    cosine = 0.5 * (1 + math.cos(math.pi * (done - warm) / (1 - warm)))
+    return peak * (1e-4 + (1 - 1e-4) * cosine)
+
+
 def log_loss(map_: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     predicted = map_.sum(dim=(2, 3, 4))
     per_artery = (torch.log1p(predicted) - torch.log1p(target)) ** 2
@@ -81,9 +95,29 @@ def log_loss(map_: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_artery.mean(1) + total
 
 
-def placement_loss(map_: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
-    """Where the score lies: log1p squared error per map voxel and artery, summed."""
-    return ((torch.log1p(map_) - torch.log1p(density)) ** 2).sum(dim=(1, 2, 3, 4))
+PRESENT_AU = 0.05  # a voxel "carries score" when its share is at least this (Agatston units)
+PRESENCE_WEIGHT = 5.0
+
+
+def placement_loss(
+    presence_logit: torch.Tensor, magnitude: torch.Tensor, density: torch.Tensor
+) -> torch.Tensor:
+    """Where the score lies and how much, against the truth's own score density.
+
+    Presence: class-balanced binary cross-entropy (the mean over voxels that carry score plus
+    the mean over those that do not; calcium is about 1 voxel in 1,000, and a plain mean
+    would let the score loss, which at first only asks for less everywhere, drown it), x 5.
+    Magnitude: log1p squared error on the voxels that carry score (mean)."""
+    present = (density >= PRESENT_AU).float()
+    absent = 1.0 - present
+    bce = F.binary_cross_entropy_with_logits(presence_logit, present, reduction="none")
+    dims = (1, 2, 3, 4)
+    n_present = present.sum(dim=dims)
+    balanced = (bce * present).sum(dim=dims) / n_present.clamp(min=1) + (bce * absent).sum(
+        dim=dims
+    ) / absent.sum(dim=dims).clamp(min=1)
+    magnitude_error = (torch.log1p(magnitude) - torch.log1p(density)) ** 2 * present
+    return PRESENCE_WEIGHT * balanced + magnitude_error.sum(dim=dims) / n_present.clamp(min=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int)
     parser.add_argument(
-        "--placement-weight", type=float, default=0.05, help="weight of the placement loss"
+        "--init", type=Path, help="start from these weights (score.pt of an earlier run)"
+    )
+    parser.add_argument(
+        "--placement-weight", type=float, default=1.0, help="weight of the placement loss"
     )
     parser.add_argument(
         "--max-minutes", type=float, help="stop early after this much training time"
@@ -112,28 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     train_idx, val_idx = split(len(samples), 0.1, args.seed)
     rng = np.random.default_rng(args.seed)
 
-    net = ScoreNet(width=args.width).to(device)
+    net = ScoreNet(width=args.width)
+    if args.init is not None:  # a further stage of training (its command is in the card)
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+    net = net.to(device)
     boxes = torch.from_numpy(samples.score_box).to(device)  # float16: 3 MB per sample
     acquisition_all = torch.from_numpy(samples.acquisition).to(device)
     scores_all = torch.from_numpy(samples.scores).to(device)
     use_amp = device.type == "cuda"
 
-    def train_step(pick: np.ndarray, optimiser, schedule=None) -> float:
+    def train_step(pick: np.ndarray, optimiser) -> float:
         net.train()
         offsets = crop_offsets(len(pick), rng, jitter=True)
         image = normalise_score_input(crops(boxes, pick, offsets))
         density = density_crops(samples.density, pick, offsets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            map_ = net(image, acquisition_all[pick]).float()
-        loss = (
-            log_loss(map_, scores_all[pick]) + args.placement_weight * placement_loss(map_, density)
-        ).mean()
+            map_, presence_logit, magnitude = net.forward_factors(image, acquisition_all[pick])
+        placement = placement_loss(presence_logit.float(), magnitude.float(), density)
+        loss = (log_loss(map_.float(), scores_all[pick]) + args.placement_weight * placement).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         optimiser.step()
-        if schedule is not None:
-            schedule.step()
         return loss.item()
 
     def draw() -> np.ndarray:
@@ -142,41 +179,37 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     start = time.time()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr / 20, weight_decay=1e-4)
-    warmup = min(20, max(1, args.iterations // 10))  # a gentle start that also times a step
-    planned_warmup, warmup = warmup, 0
-    while warmup < planned_warmup:
-        train_step(draw(), optimiser)
-        warmup += 1
-        if args.max_minutes is not None and time.time() - start > 6 * args.max_minutes:
-            break  # a slow device: keep most of the budget for the real schedule
-    iterations = args.iterations
-    if args.max_minutes is not None:
-        per_iteration = (time.time() - start) / warmup
-        iterations = int(
-            min(
-                iterations,
-                max(10, (60 * args.max_minutes - (time.time() - start)) / per_iteration * 0.92),
-            )
-        )
+    deadline = None if args.max_minutes is None else start + 60 * args.max_minutes
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, args.lr, total_steps=iterations, pct_start=0.05
-    )
     history = {"train": [], "validation": []}
     running = []
-    for step in tqdm(range(1, iterations + 1), desc="score", unit="it"):
-        running.append(train_step(draw(), optimiser, schedule))
-        if step % max(1, iterations // 25) == 0 or step == iterations:
+    step, next_check = 0, 0.0
+    progress = tqdm(total=args.iterations, desc="score", unit="it")
+    while step < args.iterations and (deadline is None or time.time() < deadline):
+        # One-cycle schedule over the run's progress: steps, or time when there is a budget,
+        # so that a device that speeds up or slows down (a shared CPU) still gets the full
+        # schedule within the budget.
+        done = step / args.iterations
+        if deadline is not None:
+            done = max(done, (time.time() - start) / (deadline - start))
+        for group in optimiser.param_groups:
+            group["lr"] = one_cycle_lr(done, args.lr)
+        running.append(train_step(draw(), optimiser))
+        step += 1
+        progress.update()
+        if done >= next_check or step == args.iterations:
+            next_check += 1 / 12
             val = evaluate(net, boxes, val_idx, acquisition_all, scores_all, use_amp)
             history["train"].append((step, float(np.mean(running))))
             history["validation"].append((step, val["loss"]))
             running = []
             tqdm.write(
                 f"step {step}: train {history['train'][-1][1]:.3f} validation {val['loss']:.3f} "
-                f"category accuracy {val['category_accuracy']:.2f}"
+                f"category accuracy {val['category_accuracy']:.2f} MAE {val['mae_total']:.1f}"
             )
             torch.save({"step": step, "model": net.state_dict()}, args.out / "checkpoint.pt")
+    progress.close()
+    iterations = step
 
     final = evaluate(net, boxes, val_idx, acquisition_all, scores_all, use_amp)
     torch.save(net.state_dict(), args.out / "score.pt")
@@ -184,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
-                        iterations_run=iterations + warmup, placement_weight=args.placement_weight,
+                        iterations_run=iterations, init=str(args.init) if args.init else None, placement_weight=args.placement_weight,
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)
     print(
