@@ -108,7 +108,7 @@ def timed_storescu(port: int, called_ae: str, files: list[Path]) -> float:
     return seconds
 
 
-def test_receive_throughput_against_storescp(tmp_path: Path, capsys, weights: Path) -> None:
+def test_receive_throughput_against_storescp(tmp_path: Path, capsys) -> None:
     require_tool("storescp", "dcmtk")
     files = three_hundred_slices(tmp_path / "slices")
     megabytes = sum(p.stat().st_size for p in files) / 1e6
@@ -125,8 +125,9 @@ def test_receive_throughput_against_storescp(tmp_path: Path, capsys, weights: Pa
         tmp_path / "node",
         free_port(),
         sections={
-            "series": {"complete_after_s": 3600},  # receive only during the measurement
-            "calcium": {"weights_dir": str(weights)},
+            # Receive only: no worker competing for the CPU (it would load the model at start).
+            "series": {"complete_after_s": 3600},
+            "worker": {"enabled": False},
         },
         lists={"peers": [{"name": "scu", "ae_title": "STORESCU", "host": "127.0.0.1", "port": 1}]},
     ).start()
