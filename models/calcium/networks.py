@@ -164,7 +164,7 @@ class ScoreNet(nn.Module):
         self.head = nn.Conv3d(w // 2, 2 * n, 1)
         with torch.no_grad():
             self.head.bias[:n].fill_(-9.0)  # sigmoid(-9) = 1.2e-4: a small start everywhere
-            self.head.bias[n:].fill_(2.0)  # softplus(2) = 2.1 Agatston units per voxel
+            self.head.bias[n:].fill_(0.7)  # exp(0.7) = 2 Agatston units per voxel
 
     def forward(self, image: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
         """image (B, 3, Z, Y, X) normalised; acquisition (B, 3). Returns the score map
@@ -172,7 +172,7 @@ class ScoreNet(nn.Module):
         return self.forward_factors(image, acquisition)[0]
 
     def forward_factors(self, image: torch.Tensor, acquisition: torch.Tensor):
-        """(map, presence logits, magnitudes): the map and the two factors training needs."""
+        """(map, presence logits, log magnitudes): the map and the factors training needs."""
         b, _, z, y, x = image.shape
         conditioning = acquisition.view(b, -1, 1, 1, 1).expand(b, acquisition.shape[1], z, y, x)
         s0 = self.stem(torch.cat([image, conditioning], 1))
@@ -182,14 +182,20 @@ class ScoreNet(nn.Module):
         u2 = self.up2(_upsample_join(s3, s2))
         u1 = self.up1(_upsample_join(u2, s1))
         u0 = self.up0(_upsample_join(u1, s0))
-        presence_logit, magnitude = self.factors(self.head(u0))
-        return torch.sigmoid(presence_logit) * magnitude, presence_logit, magnitude
+        presence_logit, log_magnitude = self.factors(self.head(u0))
+        return (
+            torch.sigmoid(presence_logit) * torch.exp(log_magnitude),
+            presence_logit,
+            log_magnitude,
+        )
 
     @staticmethod
     def factors(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(presence logits, non-negative magnitudes) from the head's 2 x 3 channels."""
+        """(presence logits, log magnitudes) from the head's 2 x 3 channels. The magnitude is
+        exp of a softly bounded log (e^-8 to e^8 Agatston units per voxel): a softplus
+        magnitude was pushed into its flat tail early in training and never came back."""
         n = len(ARTERY_CHANNELS)
-        return head[:, :n], F.softplus(head[:, n:])
+        return head[:, :n], 8.0 * torch.tanh(head[:, n:] / 8.0)
 
 
 def normalise_score_input(channels: torch.Tensor) -> torch.Tensor:

@@ -177,8 +177,8 @@ size; output a non-negative map per artery (LAD, LCX, RCA) on the same grid whos
 artery scores, the product of a presence probability and a magnitude per voxel. The map is the
 decision feedback. Loss: squared error of log(1 + score) per artery and for the total, plus
 {score.get("placement_weight", 0)} x a placement loss against the truth's own score density (each
-counted voxel's share of the Agatston score): class-balanced cross-entropy of the presence and log1p
-squared error of the magnitude where the truth carries score. Width {score["width"]}.
+counted voxel's share of the Agatston score): class-balanced cross-entropy of the presence and
+squared error of the log magnitude where the truth carries score. Width {score["width"]}.
 
 {shared}
 ## Training

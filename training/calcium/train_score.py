@@ -14,11 +14,11 @@ Loss, per sample:
 * plus `--placement-weight` x the placement loss (`placement_loss`) against the truth's own
   score density (each counted voxel's share of the Agatston score, prepare.score_density):
   the map is presence x magnitude per voxel; the presence logits get a class-balanced binary
-  cross-entropy against "this voxel carries score", the magnitudes a log1p squared error where
-  it does. The network still regresses the score directly (its output is the map, its score
-  the map's sum); the placement term tells it where the score lies instead of leaving it to
-  find out from totals alone, which makes training converge with far fewer samples and makes
-  the map a faithful decision feedback.
+  cross-entropy against "this voxel carries score", the magnitudes a squared error of their
+  logarithm where it does. The network still regresses the score directly (its output is the
+  map, its score the map's sum); the placement term tells it where the score lies instead of
+  leaving it to find out from totals alone, which makes training converge with far fewer
+  samples and makes the map a faithful decision feedback.
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ PRESENCE_WEIGHT = 5.0
 
 
 def placement_loss(
-    presence_logit: torch.Tensor, magnitude: torch.Tensor, density: torch.Tensor
+    presence_logit: torch.Tensor, log_magnitude: torch.Tensor, density: torch.Tensor
 ) -> torch.Tensor:
     """Where the score lies and how much, against the truth's own score density.
 
     Presence: class-balanced binary cross-entropy (the mean over voxels that carry score plus
     the mean over those that do not; calcium is about 1 voxel in 1,000, and a plain mean
     would let the score loss, which at first only asks for less everywhere, drown it), x 5.
-    Magnitude: log1p squared error on the voxels that carry score (mean)."""
+    Magnitude: squared error of its log on the voxels that carry score (mean)."""
     present = (density >= PRESENT_AU).float()
     absent = 1.0 - present
     bce = F.binary_cross_entropy_with_logits(presence_logit, present, reduction="none")
@@ -116,7 +116,8 @@ def placement_loss(
     balanced = (bce * present).sum(dim=dims) / n_present.clamp(min=1) + (bce * absent).sum(
         dim=dims
     ) / absent.sum(dim=dims).clamp(min=1)
-    magnitude_error = (torch.log1p(magnitude) - torch.log1p(density)) ** 2 * present
+    target = torch.log(density.clamp(min=PRESENT_AU))
+    magnitude_error = (log_magnitude - target) ** 2 * present
     return PRESENCE_WEIGHT * balanced + magnitude_error.sum(dim=dims) / n_present.clamp(min=1)
 
 
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         image = normalise_score_input(crops(boxes, pick, offsets))
         density = density_crops(samples.density, pick, offsets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            map_, presence_logit, magnitude = net.forward_factors(image, acquisition_all[pick])
-        placement = placement_loss(presence_logit.float(), magnitude.float(), density)
+            map_, presence_logit, log_magnitude = net.forward_factors(image, acquisition_all[pick])
+        placement = placement_loss(presence_logit.float(), log_magnitude.float(), density)
         loss = (log_loss(map_.float(), scores_all[pick]) + args.placement_weight * placement).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
