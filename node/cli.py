@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import sessionmaker
 
 from node.config import ConfigError, Settings, load_settings
 from node.volume import read_ct
@@ -39,61 +41,103 @@ def main() -> None:
 
 @app.command()
 def demo(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="site configuration (TOML) on top of config.toml"),
-    ] = None,
+    config: ConfigOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="output folder (default: [demo] out_dir)")
     ] = None,
 ) -> None:
-    """Generate a phantom chest CT with known calcium score and show it.
+    """The node end to end on a phantom chest CT with known calcium score.
 
-    Writes a DICOM CT series, the volume and labels as NIfTI, truth.json and preview.png.
-    (The full demo, sending the series through the node, comes with the node itself.)
+    Starts the node and a stand-in PACS, sends a phantom CT series by C-STORE, waits for the
+    SR, SEG and Secondary Capture to come back, and prints the score next to the truth and the
+    job's log. Writes the case (dicom/, NIfTI, truth.json, preview.png), the returned objects
+    (returned/) and the returned overlay (overlay.png).
     """
-    from training.phantoms.case import generate_case
-    from training.phantoms.preview import write_preview
-    from training.phantoms.writer import write_case
+    import logging
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as error:
-        console.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from error
+    from node.demo import DemoError, run_demo
+    from node.service import configure_logging
+
+    settings = _settings(config)
     folder = out or settings.demo.out_dir
-    start = time.perf_counter()
-    with console.status("generating a phantom chest CT ..."):
-        case = generate_case(settings.demo.seed, settings.demo.category)
-        write_case(case, folder, dicom=True)
-        preview = write_preview(case, folder / "preview.png")
-    acq, truth = case.acquisition, case.truth
+    configure_logging(logging.WARNING)  # the job log is printed at the end instead
+    try:
+        with console.status("") as spinner:
+            run = run_demo(settings, folder, progress=spinner.update)
+    except DemoError as error:
+        console.print(f"[red]demo failed:[/red] {error}")
+        raise typer.Exit(1) from error
+    print_demo(run)
+    if run.job is None or run.job["state"] != "done" or run.report is None:
+        raise typer.Exit(1)
 
-    table = Table(title=f"Phantom chest CT (seed {case.seed}) in {folder}", show_header=False)
-    table.add_row(
+
+def print_demo(run) -> None:
+    """What the demo shows: the case, the score against the truth, the job log, the files."""
+    truth = run.truth
+    acq = truth["acquisition"]
+    shape = truth["geometry"]["shape_zyx"]
+    case = Table(
+        title=f"Phantom chest CT (seed {truth['seed']}) in {run.folder}", show_header=False
+    )
+    case.add_row(
         "scan",
-        f"{acq.manufacturer} {acq.model}, {acq.kvp:g} kVp, kernel {acq.kernel}, {acq.patient_position}",
+        f"{acq['manufacturer']} {acq['model']}, {acq['kvp']:g} kVp, kernel {acq['kernel']}, "
+        f"{acq['patient_position']}",
     )
-    table.add_row(
+    case.add_row(
         "geometry",
-        f"{acq.matrix}x{acq.matrix}x{acq.n_slices}, {acq.pixel_spacing_mm:.3f} mm pixels, "
-        f"{acq.slice_thickness_mm:g} mm slices every {acq.slice_increment_mm:g} mm",
+        f"{shape[2]}x{shape[1]}x{shape[0]}, {acq['slice_thickness_mm']:g} mm slices every "
+        f"{acq['slice_increment_mm']:g} mm",
     )
-    table.add_row("Agatston total", f"{truth.total:.1f}")
-    table.add_row("per artery", ", ".join(f"{a} {v:.1f}" for a, v in truth.per_artery.items()))
-    table.add_row("calcium volume", f"{truth.volume_mm3:.1f} mm3")
-    table.add_row(
-        "risk category",
-        f"{truth.category} ({['0', '1-10', '11-100', '101-400', '>400'][truth.category]}), "
-        f"CAC-DRS {truth.cacdrs}",
+    case.add_row(
+        "sent",
+        f"{run.instances} instances by C-STORE in {run.send_seconds:.1f} s (calling AE DEMO-PACS)",
     )
-    table.add_row("lesions", str(len(truth.lesions)))
-    table.add_row(
-        "files",
-        f"dicom/ ({acq.n_slices} files), image.nii.gz, labels.nii.gz, truth.json, {preview.name}",
+    console.print(case)
+    if run.job is not None:
+        print_job(run.job)
+    names = ["0", "1-10", "11-100", "101-400", ">400"]
+    scores = Table(title="Calcium score: returned SR vs phantom truth")
+    for name in ("", "node (SR)", "truth"):
+        scores.add_column(name, justify="right" if name else "left")
+    report = run.report
+    per_artery_truth = truth["agatston_per_artery"]
+    if report is not None:
+        scores.add_row(
+            "Agatston total", f"{report.agatston_total:.1f}", f"{truth['agatston_total']:.1f}"
+        )
+        for artery in ("LAD", "LCX", "RCA"):
+            value = report.agatston_per_artery.get(artery)
+            scores.add_row(
+                artery, "" if value is None else f"{value:.1f}", f"{per_artery_truth[artery]:.1f}"
+            )
+        scores.add_row(
+            "risk category",
+            f"{report.category} ({names[report.category]})",
+            f"{truth['category']} ({names[truth['category']]})",
+        )
+        scores.add_row("CAC-DRS", report.cacdrs, truth["cacdrs"])
+        scores.add_row("flags", ", ".join(report.flags) or "none", "")
+        scores.add_row("model", f"{report.algorithm_name} {report.algorithm_version}", "")
+    else:
+        scores.add_row("Agatston total", "no SR returned", f"{truth['agatston_total']:.1f}")
+    console.print(scores)
+    files = Table(title="Files", show_header=False)
+    files.add_row("phantom", "dicom/, image.nii.gz, labels.nii.gz, truth.json, preview.png")
+    files.add_row(
+        "returned", ", ".join(f"returned/{p.name}" for p in run.returned.values()) or "none"
     )
-    table.add_row("time", f"{time.perf_counter() - start:.1f} s")
-    console.print(table)
+    if run.overlay_png is not None:
+        files.add_row("overlay", str(run.overlay_png.name))
+    files.add_row("node data", "node/ (database, spool, outbox)")
+    console.print(files)
+    console.print(
+        f"phantom {run.seconds['phantom']:.1f} s; last instance -> results back "
+        f"{run.seconds.get('after_last_instance', 0):.1f} s (completion timeout included); "
+        f"total {run.seconds['total']:.1f} s"
+    )
+    console.print("Automated estimate from a synthetic-data model; not a diagnosis.")
 
 
 @app.command()
@@ -286,6 +330,268 @@ def inspect(
     print_plan(plan, console, title=str(path))
     for label, file in written.items():
         console.print(f"exported {label} -> {file}")
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[sessionmaker]:
+    """The node's database (migrated to the newest schema), as a session factory."""
+    from node.db import init_db, make_session_factory
+
+    engine = init_db(settings.storage.database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _when(iso: str | None, with_date: bool = False) -> str:
+    if not iso:
+        return ""
+    return iso[:19].replace("T", " ") if with_date else iso[11:19]
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+STATE_COLOURS = {
+    "done": "green",
+    "sent": "green",
+    "failed": "red",
+    "superseded": "dim",
+    "running": "cyan",
+    "sending": "cyan",
+    "queued": "yellow",
+    "pending": "yellow",
+    "ignored": "dim",
+}
+
+
+def _state(value: str | None) -> str:
+    if not value:
+        return ""
+    colour = STATE_COLOURS.get(value)
+    return f"[{colour}]{value}[/{colour}]" if colour else value
+
+
+jobs_app = typer.Typer(
+    help="Jobs (one per series and pipeline): list, show one with its log, retry a failed one."
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_list(
+    context: typer.Context,
+    config: ConfigOption = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="queued, running, sending, done, failed or superseded"),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="created since: 30m, 2h, 1d or an ISO time")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="most recent N jobs")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List jobs, the newest first (`ctnode jobs show ID` for one job's log)."""
+    import json
+
+    from node.admin import list_jobs, parse_since
+    from node.db import JobState
+
+    if context.invoked_subcommand is not None:
+        return
+    settings = _settings(config)
+    if status is not None and status not in {s.value for s in JobState}:
+        console.print(f"[red]--status: one of {', '.join(s.value for s in JobState)}[/red]")
+        raise typer.Exit(2)
+    try:
+        since_at = parse_since(since) if since else None
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    with _database(settings) as sessions, sessions() as session:
+        rows = list_jobs(session, status, since_at, limit)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        console.print("no jobs" + (f" in state {status}" if status else ""))
+        return
+    table = Table(title=f"Jobs (newest {len(rows)}, times in UTC)")
+    for name in ("id", "pipeline", "state", "series UID", "inst", "sender", "created", "took"):
+        table.add_column(name, overflow="fold")
+    table.add_column("error", overflow="fold", max_width=50)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["pipeline"],
+            _state(row["state"]),
+            _abbreviated_uid(row["series_uid"]),
+            str(row["instances"]),
+            row["sender_ae"],
+            _when(row["created_at"], with_date=True),
+            _seconds(row["seconds"]),
+            row["error"] or "",
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[int, typer.Argument(help="job id (see `ctnode jobs`)")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """One job: its series, the time spent in each stage, the job log, outputs, deliveries."""
+    import json
+
+    from node.admin import show_job
+
+    settings = _settings(config)
+    with _database(settings) as sessions, sessions() as session:
+        job = show_job(session, job_id)
+    if job is None:
+        console.print(f"[red]no job #{job_id}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(job, indent=1))
+        return
+    print_job(job)
+
+
+def print_job(job: dict) -> None:
+    """A job as `ctnode jobs show` prints it (the demo prints the same)."""
+    series = job["series"]
+    summary = Table(title=f"Job #{job['id']} ({job['pipeline']})", show_header=False)
+    summary.add_row("state", _state(job["state"]) + (f": {job['error']}" if job["error"] else ""))
+    summary.add_row("series", f"{series['series_uid']} ({series['modality'] or '?'})")
+    summary.add_row("study", series["study_uid"])
+    summary.add_row(
+        "received",
+        f"{series['instances']} instances from {series['sender_ae']}, "
+        f"{_when(series['first_received_at'], True)} - {_when(series['last_received_at'])} UTC",
+    )
+    if job["superseded_by"]:
+        summary.add_row("superseded by", f"job #{job['superseded_by']}")
+    summary.add_row("attempts", str(job["attempts"]))
+    console.print(summary)
+
+    stages = Table(title="Time in each state")
+    for name in ("state", "from (UTC)", "time"):
+        stages.add_column(name)
+    for stage in job["stages"]:
+        time_text = _seconds(stage["seconds"]) + (" (so far)" if stage["ongoing"] else "")
+        stages.add_row(_state(stage["state"]), _when(stage["at"]), time_text)
+    console.print(stages)
+
+    log = Table(title="Job log")
+    for name in ("time (UTC)", "event", "message"):
+        log.add_column(name, overflow="fold")
+    for event in job["events"]:
+        log.add_row(_when(event["at"]), event["kind"], event["message"])
+    console.print(log)
+
+    if job["outputs"]:
+        outputs = Table(title="Outputs")
+        for name in ("kind", "SOP instance UID", "bytes"):
+            outputs.add_column(name, overflow="fold")
+        for output in job["outputs"]:
+            outputs.add_row(output["kind"], output["sop_instance_uid"], str(output["size_bytes"]))
+        console.print(outputs)
+    if job["deliveries"]:
+        deliveries = Table(title="Deliveries")
+        for name in ("id", "destination", "state", "tries", "sent / next try", "last error"):
+            deliveries.add_column(name, overflow="fold")
+        for d in job["deliveries"]:
+            deliveries.add_row(
+                str(d["id"]),
+                d["destination"],
+                _state(d["state"]),
+                str(d["attempts"]),
+                _when(d["sent_at"] or d["next_attempt_at"]),
+                d["last_error"] or "",
+            )
+        console.print(deliveries)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: Annotated[int, typer.Argument(help="id of a failed job")],
+    config: ConfigOption = None,
+) -> None:
+    """Retry a failed job: its failed deliveries are sent again, or (without results) the job
+    runs again. A running `ctnode serve` picks it up."""
+    from node.jobs import JobNotFoundError
+    from node.jobs import retry as retry_job
+
+    settings = _settings(config)
+    with _database(settings) as sessions:
+        try:
+            message = retry_job(sessions, job_id)
+        except (JobNotFoundError, ValueError) as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(1) from error
+    console.print(message)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    hours: Annotated[float, typer.Option("--hours", help="window of recent failures")] = 24.0,
+) -> None:
+    """Queue depths (series, jobs, deliveries by state) and recent failures."""
+    import json
+    from datetime import timedelta
+
+    from node.admin import status as node_status
+
+    settings = _settings(config)
+    with _database(settings) as sessions, sessions() as session:
+        report = node_status(session, timedelta(hours=hours))
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    depths = Table(title="Queues")
+    depths.add_column("what")
+    depths.add_column("by state")
+    for what in ("series", "jobs", "deliveries"):
+        depths.add_row(
+            what, ", ".join(f"{_state(k)} {v}" for k, v in report[what].items() if v) or "none"
+        )
+    if report["oldest_queued_job_at"]:
+        depths.add_row("oldest queued job", _when(report["oldest_queued_job_at"], True) + " UTC")
+    console.print(depths)
+    if report["failed_jobs"]:
+        failed = Table(title=f"Failed jobs (last {hours:g} h)")
+        for name in ("id", "when (UTC)", "retryable", "error"):
+            failed.add_column(name, overflow="fold")
+        for job in report["failed_jobs"]:
+            failed.add_row(
+                str(job["id"]),
+                _when(job["finished_at"], True),
+                "yes" if job["retryable"] else "no",
+                job["error"] or "",
+            )
+        console.print(failed)
+    if report["recent_problems"]:
+        problems = Table(title=f"Recent problems (last {hours:g} h)")
+        for name in ("when (UTC)", "event", "job", "message"):
+            problems.add_column(name, overflow="fold")
+        for event in report["recent_problems"]:
+            problems.add_row(
+                _when(event["at"], True),
+                event["kind"],
+                str(event["job_id"] or ""),
+                event["message"],
+            )
+        console.print(problems)
+    if not report["failed_jobs"] and not report["recent_problems"]:
+        console.print(f"no failures in the last {hours:g} h")
 
 
 if __name__ == "__main__":

@@ -53,10 +53,13 @@ class DemoSettings:
     out_dir: Path
     seed: int
     category: int
+    complete_after_s: float
 
     def __post_init__(self) -> None:
         if not 0 <= self.category <= 4:
             raise ConfigError(f"demo.category must be 0-4, got {self.category}")
+        if self.complete_after_s <= 0:
+            raise ConfigError(f"demo.complete_after_s must be > 0, got {self.complete_after_s}")
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,124 @@ class StorageSettings:
 @dataclass(frozen=True)
 class SeriesSettings:
     complete_after_s: float
+    check_interval_s: float
 
     def __post_init__(self) -> None:
         if self.complete_after_s <= 0:
             raise ConfigError(f"series.complete_after_s must be > 0, got {self.complete_after_s}")
+        if self.check_interval_s <= 0:
+            raise ConfigError(f"series.check_interval_s must be > 0, got {self.check_interval_s}")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The job worker: claims, heartbeats, automatic retries of transient failures."""
+
+    enabled: bool
+    poll_s: float
+    heartbeat_s: float
+    stale_after_s: float
+    max_attempts: int
+    retry_after_s: float
+
+    def __post_init__(self) -> None:
+        for key in ("poll_s", "heartbeat_s", "retry_after_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"worker.{key} must be > 0, got {getattr(self, key)}")
+        if self.stale_after_s <= 2 * self.heartbeat_s:
+            raise ConfigError(
+                f"worker.stale_after_s ({self.stale_after_s}) must exceed twice "
+                f"worker.heartbeat_s ({self.heartbeat_s}), or live jobs look abandoned"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError(f"worker.max_attempts must be >= 1, got {self.max_attempts}")
+
+
+@dataclass(frozen=True)
+class CalciumSettings:
+    """The calcium pipeline's model: where its weights are and which device runs it."""
+
+    weights_dir: str  # "" means the weights shipped in models/weights
+    device: str
+    min_slices: int
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"calcium.device: auto, cpu or cuda[:N], got {self.device!r}")
+        if self.min_slices < 1:
+            raise ConfigError(f"calcium.min_slices must be >= 1, got {self.min_slices}")
+
+    def weights_path(self) -> Path:
+        from models.calcium.inference import WEIGHTS_DIR
+
+        return Path(self.weights_dir) if self.weights_dir else WEIGHTS_DIR
+
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    secondary_capture: bool
+    outbox_dir: Path
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """C-STORE of results: retry policy and timeouts."""
+
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    timeout_s: float
+    check_interval_s: float
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"send.max_attempts must be >= 1, got {self.max_attempts}")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ConfigError(
+                "send.backoff_initial_s must be > 0 and <= send.backoff_max_s, got "
+                f"{self.backoff_initial_s} and {self.backoff_max_s}"
+            )
+        for key in ("timeout_s", "check_interval_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"send.{key} must be > 0, got {getattr(self, key)}")
+
+    def backoff_s(self, attempts: int) -> float:
+        """Wait after the attempts-th failed try: initial, 2x, 4x, ... capped at the maximum."""
+        return min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, attempts - 1))
+
+
+PIPELINES = ("calcium",)
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One routing rule: a series that passes every test gets a job of `pipeline`.
+
+    Tests are on the header of the series' first instance and on its instance count. The
+    node's own outputs and localizers never pass, whatever a rule says.
+    """
+
+    name: str
+    pipeline: str
+    modalities: tuple[str, ...] = ("CT",)
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")
+    min_slice_thickness_mm: float = 0.5
+    max_slice_thickness_mm: float = 5.0
+    min_instances: int = 16
+    description_include: tuple[str, ...] = ()
+    description_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        key = f"routes[{self.name}]"
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(f"{key}.pipeline: one of {list(PIPELINES)}, got {self.pipeline!r}")
+        if not 0 <= self.min_slice_thickness_mm <= self.max_slice_thickness_mm:
+            raise ConfigError(
+                f"{key}: need 0 <= min_slice_thickness_mm <= max_slice_thickness_mm, got "
+                f"{self.min_slice_thickness_mm} and {self.max_slice_thickness_mm}"
+            )
+        if self.min_instances < 1:
+            raise ConfigError(f"{key}.min_instances must be >= 1, got {self.min_instances}")
 
 
 @dataclass(frozen=True)
@@ -163,8 +280,13 @@ class Settings:
     node: NodeSettings
     storage: StorageSettings
     series: SeriesSettings
+    worker: WorkerSettings
+    calcium: CalciumSettings
+    results: ResultsSettings
+    send: SendSettings
     peers: tuple[PeerSettings, ...]
     destinations: tuple[DestinationSettings, ...]
+    routes: tuple[RouteSettings, ...]
     assembly: AssemblySettings
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
@@ -185,9 +307,17 @@ SECTIONS: dict[str, type] = {
     "node": NodeSettings,
     "storage": StorageSettings,
     "series": SeriesSettings,
+    "worker": WorkerSettings,
+    "calcium": CalciumSettings,
+    "results": ResultsSettings,
+    "send": SendSettings,
     "assembly": AssemblySettings,
 }
-LIST_SECTIONS: dict[str, type] = {"peers": PeerSettings, "destinations": DestinationSettings}
+LIST_SECTIONS: dict[str, type] = {
+    "peers": PeerSettings,
+    "destinations": DestinationSettings,
+    "routes": RouteSettings,
+}
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -241,6 +371,9 @@ def _matches(value: Any, expected: Any) -> bool:
         return any(_matches(value, member) for member in typing.get_args(expected))
     if expected is type(None):
         return value is None
+    if typing.get_origin(expected) is tuple:  # tuple[str, ...]: a TOML array of strings
+        (member, _ellipsis) = typing.get_args(expected)
+        return isinstance(value, list) and all(_matches(v, member) for v in value)
     if expected is bool:
         return isinstance(value, bool)
     if expected is int:
@@ -269,7 +402,11 @@ def _build_section(cls: type, given: Any, where: str) -> Any:
         if not _matches(value, expected):
             name = getattr(expected, "__name__", str(expected))
             raise ConfigError(f"{where} {key}: expected {name}, got {value!r}")
-        converted[key] = Path(value) if expected is Path else value
+        if expected is Path:
+            value = Path(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        converted[key] = value
     return cls(**converted)
 
 

@@ -1,8 +1,9 @@
 """`ctnode serve`: wires the stages of the node into one process and runs them until stopped.
 
-The stages are components with start()/stop(). Today that is the receiver; the scheduler,
-worker and sender join `_build_components` and are started in order and stopped in reverse,
-so a stage never runs without the stages it feeds on.
+The stages are components with start()/stop(), started in order and stopped in reverse: the
+sender, the worker, the scheduler (completion + routing, sending) and last the receiver, so the
+node accepts instances only once everything behind it runs, and on shutdown stops accepting
+first, then lets the worker finish its job.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.config import Settings
 from node.db import init_db, make_session_factory
 from node.receive import Receiver
+from node.scheduler import Scheduler
+from node.send import Sender
 from node.spool import remove_stale_temp_files
 
 LOG = logging.getLogger("ctnode.service")
@@ -41,11 +44,22 @@ class Service:
         self.engine: Engine | None = None
         self.sessions: sessionmaker[Session] | None = None
         self.receiver: Receiver | None = None
+        self.worker = None
+        self.scheduler: Scheduler | None = None
         self.components: list[Component] = []
 
     def _build_components(self, sessions: sessionmaker[Session]) -> list[Component]:
+        from node.worker import Worker  # torch is imported only when a job runs
+
+        sender = Sender(self.settings, sessions)
+        self.scheduler = Scheduler(self.settings, sessions, sender)
+        components: list[Component] = [sender]
+        if self.settings.worker.enabled:
+            self.worker = Worker(self.settings, sessions, on_results=self.scheduler.wake_sender)
+            self.scheduler.on_jobs = self.worker.wake
+            components.append(self.worker)
         self.receiver = Receiver(self.settings, sessions)
-        return [self.receiver]
+        return [*components, self.scheduler, self.receiver]
 
     def start(self) -> None:
         """Migrate the database, tidy the spool, start every component; raise if one fails
@@ -55,6 +69,7 @@ class Service:
         LOG.info("database %s at the newest schema", self.engine.url.render_as_string())
         self.sessions = make_session_factory(self.engine)
         Path(storage.spool_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.settings.results.outbox_dir).mkdir(parents=True, exist_ok=True)
         removed = remove_stale_temp_files(storage.spool_dir)
         if removed:
             LOG.warning("removed %d partial files left in the spool by an earlier crash", removed)
@@ -104,6 +119,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # APScheduler logs every run at INFO and a skipped overlapping run as a WARNING; both are
+    # normal here (a long send pass, or a wake-up while one runs).
+    logging.getLogger("apscheduler").setLevel(max(level, logging.ERROR))
 
 
 def serve(settings: Settings) -> None:

@@ -54,3 +54,30 @@ def dicom_truth_matches_nifti(folder: Path) -> float:
     labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
     labels.CopyInformation(series)
     return agatston_from_images(series, labels).total
+
+
+def calcium_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped calcium model (models/weights) when there is one; otherwise a tiny model
+    trained for two steps on three phantoms (about a minute on CPU): the flow is the same,
+    only the scores are meaningless. CTNODE_TEST_WEIGHTS names a folder to use instead (to
+    reuse a tiny model between runs while developing)."""
+    import os
+
+    from models.calcium.inference import MANIFEST, WEIGHTS_DIR
+
+    if os.environ.get("CTNODE_TEST_WEIGHTS"):
+        return Path(os.environ["CTNODE_TEST_WEIGHTS"])
+    if (WEIGHTS_DIR / MANIFEST).exists():
+        return WEIGHTS_DIR
+    from training.calcium import prepare, ship, train_registration, train_score
+
+    work = tmp_path_factory.mktemp("tiny_calcium")
+    data, reg, score = str(work / "data"), str(work / "reg"), str(work / "score")
+    assert prepare.main(["--out", data, "--n", "3", "--seed", "5"]) == 0
+    common = ["--data", data, "--iterations", "2", "--device", "cpu"]
+    assert train_registration.main([*common, "--out", reg, "--batch", "2"]) == 0
+    assert train_score.main([*common, "--out", score, "--batch", "1"]) == 0
+    weights = work / "weights"
+    ship_args = ["--registration", reg, "--score", score, "--weights", str(weights)]
+    assert ship.main([*ship_args, "--data-note", "test"]) == 0
+    return weights

@@ -1,4 +1,5 @@
-"""README's main command, `ctnode demo`, as a user runs it (the console script)."""
+"""README's main command, `ctnode demo`, as a user runs it (the console script): the node
+and a stand-in PACS in one process, a phantom sent by C-STORE, SR + SEG + SC sent back."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import SimpleITK as sitk
 
 from models.agatston import agatston_from_images
+from node.results.sr import read_calcium_sr
 from tests.tools import REPO
 
 
@@ -19,10 +22,11 @@ def ctnode() -> str:
     return str(script) if script.exists() else shutil.which("ctnode")
 
 
-def test_demo_writes_a_phantom_and_prints_its_score(tmp_path: Path) -> None:
+def test_demo_runs_a_phantom_through_the_node(tmp_path: Path, weights: Path) -> None:
     env = {
         "CTNODE_DEMO__SEED": "7",
         "CTNODE_DEMO__CATEGORY": "2",
+        "CTNODE_CALCIUM__WEIGHTS_DIR": str(weights),
         "PATH": "/usr/bin:/bin",
         "COLUMNS": "120",
     }
@@ -35,12 +39,20 @@ def test_demo_writes_a_phantom_and_prints_its_score(tmp_path: Path) -> None:
         check=False,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     folder = tmp_path / "demo"
     truth = json.loads((folder / "truth.json").read_text())
     assert truth["seed"] == 7 and truth["category"] == 2
     assert f"{truth['agatston_total']:.1f}" in proc.stdout
-    assert (folder / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What came back from the node: the SR's score is printed beside the truth, the job log
+    # with each stage, and the returned overlay as a PNG.
+    report = read_calcium_sr(pydicom.dcmread(folder / "returned" / "sr.dcm"))
+    assert f"{report.agatston_total:.1f}" in proc.stdout
+    for text in ("job.stage.volume", "job.stage.score", "delivery.sent", "job.done"):
+        assert text in proc.stdout
+    assert pydicom.dcmread(folder / "returned" / "capture.dcm").BurnedInAnnotation == "YES"
+    for png in ("preview.png", "overlay.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     files = sorted((folder / "dicom").glob("*.dcm"))
     assert len(files) == truth["geometry"]["shape_zyx"][0]
     recomputed = agatston_from_images(

@@ -130,3 +130,50 @@ def test_concurrent_receivers_on_a_new_series_on_postgresql(
         assert series.instance_count == 33
         assert session.scalar(select(func.count(Instance.id))) == 33
     engine.dispose()
+
+
+def test_job_claims_and_delivery_claims_skip_locked_rows_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Four workers drain 24 queued jobs: each job is claimed exactly once (SELECT ... FOR
+    UPDATE SKIP LOCKED); the sender's claim (a join locking only the delivery) runs too."""
+    from node import jobs
+    from node.db import Job, JobState, Series, SeriesState, utcnow, write_session
+    from node.send import Sender
+
+    engine = init_db(postgres_url)
+    sessions = make_session_factory(engine)
+    now = utcnow()
+    with write_session(sessions) as session:
+        series = Series(
+            study_uid="1.2.9", series_uid="1.2.9.1", sender_ae="STORESCU",
+            first_received_at=now, last_received_at=now, state=SeriesState.ROUTED,
+        )  # fmt: skip
+        session.add(series)
+        session.flush()
+        session.add_all(
+            Job(series_id=series.id, pipeline="calcium", state=JobState.QUEUED, created_at=now)
+            for _ in range(24)
+        )
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def drain(worker: str) -> None:
+        while (job := jobs.claim_next(sessions, worker)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=drain, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 24 and len(set(claimed)) == 24
+    output = jobs.OutputFile("sr", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.9.9", "1.2.9.8", "p", 1)
+    owner = next(n for n in range(4) if jobs.heartbeat(sessions, claimed[0], f"w{n}"))
+    jobs.finish(sessions, claimed[0], f"w{owner}", [output], ["pacs"])
+    settings = load_settings(environ={"CTNODE_RESULTS__OUTBOX_DIR": str(tmp_path)})
+    delivery = Sender(settings, sessions)._claim()
+    assert delivery is not None and delivery.job_id == claimed[0] and delivery.attempt == 1
+    assert Sender(settings, sessions)._claim() is None  # leased: not due again yet
+    engine.dispose()

@@ -1,0 +1,1 @@
+"""Pipelines a job can run, one module each (calcium today; organs next), and the outbox."""

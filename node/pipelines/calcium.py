@@ -1,0 +1,163 @@
+"""The calcium pipeline: spooled CT series -> volume -> CalciumScorer -> SR, SEG, SC in the outbox.
+
+Each stage reports its time to the job log through `report(stage, message)`. Errors say what
+is wrong with the series (BadSeriesError: retrying cannot help) or with the node
+(ModelFileError, OSError: retrying after a fix can); they never carry patient data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pydicom
+import SimpleITK as sitk
+
+from node.config import Settings
+
+if TYPE_CHECKING:
+    from models.calcium.inference import CalciumScorer
+from node.jobs import OutputFile
+from node.pipelines.outbox import write_result
+
+Report = Callable[[str, str], None]
+
+
+class BadSeriesError(ValueError):
+    """The series cannot be scored as it is (too few slices, undecodable, inconsistent)."""
+
+
+@dataclass(frozen=True)
+class SeriesFiles:
+    """What the worker hands a pipeline: the series' spool folder and its instance files."""
+
+    series_uid: str
+    folder: Path
+    paths: Sequence[Path]
+
+
+class ScorerCache:
+    """One CalciumScorer per worker, loaded when the worker starts (torch and the weights take
+    a few seconds and about half a GB; a node that only receives, [worker] enabled = false,
+    never pays for them). A load that failed is tried again at the next job, so installing the
+    weights needs no restart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._scorer: CalciumScorer | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> CalciumScorer:
+        from models.calcium.inference import CalciumScorer
+
+        with self._lock:
+            if self._scorer is None:
+                calcium = self.settings.calcium
+                self._scorer = CalciumScorer(calcium.weights_path(), device=calcium.device)
+            return self._scorer
+
+
+def read_source(
+    files: SeriesFiles, settings: Settings
+) -> tuple[list[pydicom.Dataset], sitk.Image, str]:
+    """The instances of the stack chosen for scoring (headers and pixels), the CT volume
+    assembled from them (node.volume's planning and assembly), and a line for the job log."""
+    from node.assembly import assemble
+    from node.stack_geometry import AssemblyError
+    from node.volume import plan_folder
+
+    min_slices = settings.calcium.min_slices
+    if len(files.paths) < min_slices:
+        raise BadSeriesError(
+            f"{len(files.paths)} instances, fewer than [calcium] min_slices={min_slices}"
+        )
+    plan = plan_folder(files.folder, settings.assembly)
+    chosen = plan.selection.chosen
+    if chosen is None:
+        reasons = "; ".join(f"{label}: {why}" for label, why in plan.selection.reasons.items())
+        raise BadSeriesError(f"no CT stack suitable for calcium scoring ({reasons or 'none'})")
+    try:
+        assembled = assemble(chosen, settings.assembly.missing_slices)
+    except AssemblyError as error:
+        raise BadSeriesError(f"stack {chosen.label} cannot be assembled: {error}") from error
+    ct = sitk.Cast(assembled.image, sitk.sitkFloat32)
+    for key in assembled.image.GetMetaDataKeys():
+        ct.SetMetaData(key, assembled.image.GetMetaData(key))
+    if ct.GetSize()[2] < min_slices:
+        raise BadSeriesError(f"{ct.GetSize()[2]} slices, fewer than {min_slices}")
+    source = []
+    for path in sorted({frame.path for frame in chosen.frames}):
+        try:
+            source.append(pydicom.dcmread(path))
+        except Exception as error:  # noqa: BLE001 - whatever a corrupt file makes pydicom raise
+            raise BadSeriesError(
+                f"instance file {path.name} cannot be read ({type(error).__name__})"
+            ) from error
+    left_out = len(files.paths) - len(source)
+    notes = [f"stack {chosen.label}"]
+    if left_out:
+        notes.append(
+            f"{left_out} instance(s) left out: "
+            + "; ".join(f"{e.count} {e.reason}" for e in plan.scan.excluded)
+        )
+    notes.extend(assembled.notes)
+    return source, ct, ", ".join(notes)
+
+
+def run(
+    settings: Settings,
+    job_id: int,
+    files: SeriesFiles,
+    scorers: ScorerCache,
+    report: Report,
+) -> list[OutputFile]:
+    """Score the series and write the result objects to the outbox; their rows."""
+    from node.results.capture import build_overlay_capture
+    from node.results.seg import build_feedback_seg
+    from node.results.source import SourceSeriesError
+    from node.results.sr import build_calcium_sr
+
+    start = time.perf_counter()
+    source, ct, notes = read_source(files, settings)
+    size, spacing = ct.GetSize(), ct.GetSpacing()
+    report(
+        "volume",
+        f"{size[0]}x{size[1]}x{size[2]} voxels of {spacing[0]:.2f}x{spacing[1]:.2f}x"
+        f"{spacing[2]:.2f} mm ({notes}) read in {time.perf_counter() - start:.1f} s",
+    )
+
+    start = time.perf_counter()
+    scorer = scorers.get()
+    loaded = time.perf_counter() - start
+    result = scorer.score(ct)
+    flags = ", ".join(result.flags) or "none"
+    report(
+        "score",
+        f"Agatston {result.agatston_total:.1f}, category {result.category}, CAC-DRS "
+        f"{result.cacdrs}, flags {flags}; {result.model} on {result.device} in "
+        f"{result.seconds:.1f} s" + (f" (model loaded in {loaded:.1f} s)" if loaded > 0.5 else ""),
+    )
+
+    start = time.perf_counter()
+    outbox = Path(settings.results.outbox_dir)
+    try:
+        objects = [("sr", build_calcium_sr(source, result))]
+        seg = build_feedback_seg(source, ct, result)
+        if seg is not None:
+            objects.append(("seg", seg))
+        if settings.results.secondary_capture:
+            objects.append(("capture", build_overlay_capture(source, ct, result)))
+    except SourceSeriesError as error:
+        raise BadSeriesError(str(error)) from error
+    outputs = [write_result(outbox, job_id, kind, dataset) for kind, dataset in objects]
+    no_seg = "" if seg is not None else " (no SEG: no feedback region above the threshold)"
+    report(
+        "results",
+        f"{', '.join(kind for kind, _ in objects)} built and written in "
+        f"{time.perf_counter() - start:.1f} s{no_seg}",
+    )
+    return outputs

@@ -1,0 +1,167 @@
+"""Benchmark: receive throughput of `ctnode serve` against DCMTK's storescp.
+
+300 CT slices of 512 x 512 (about 158 MB) sent by DCMTK's storescu over one association, to
+storescp (writing files, `-od`) and to the node (durable spool file + database row per
+instance before the response), alternately, three times each; fresh SOP Instance UIDs for
+every run so the node never answers from its duplicate check. Prints MB/s, files/s and the
+ratio of the medians; never asserts on wall time (the issue's baseline for a minimal
+pynetdicom receiver is about 1 : 4.6).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port
+from tests.tools import require_tool
+from training.phantoms.case import CaseOptions, generate_case
+from training.phantoms.dicom import write_ct_series
+from training.phantoms.writer import series_meta
+
+pytestmark = pytest.mark.bench
+SLICES = 300
+RUNS = 3
+
+
+def three_hundred_slices(folder: Path) -> list[Path]:
+    """A 100-slice phantom written three times into one series (distinct positions)."""
+    case = generate_case(4242, 2, CaseOptions(protocol=(1.0, 1.0), n_slices=100))
+    paths = write_ct_series(case.grid.to_image(case.image), series_meta(case, "b", False), folder)
+    files = []
+    for copy in range(SLICES // len(paths)):
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + copy * 100.0
+            ds.InstanceNumber = int(ds.InstanceNumber) + copy * 100
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            files.append(folder / f"slice_{len(files):04d}.dcm")
+            ds.save_as(files[-1], enforce_file_format=True)
+    for path in paths:
+        path.unlink()
+    return files
+
+
+def new_uids(files: list[Path]) -> None:
+    """Give every file a new SOP Instance UID and the set a new series (outside the timing)."""
+    series = generate_uid()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(path, enforce_file_format=True)
+
+
+def durability_cost_ms(folder: Path, size: int, n: int = 40) -> dict[str, float]:
+    """Milliseconds per instance of what the node does and storescp does not: a durable file
+    (fsync of the file and of its folder) instead of a plain write, and a committed database
+    row (SQLite WAL, synchronous=FULL), on the same file system as the measurement."""
+    import os
+
+    from node.db import add_instance, init_db, make_session_factory, write_session
+    from node.spool import write_durably
+
+    data = os.urandom(size)
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    for i in range(n):
+        (folder / f"plain_{i}").write_bytes(data)
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(n):
+        write_durably(folder / f"durable_{i}", [data])
+    durable = time.perf_counter() - start
+    engine = init_db(f"sqlite:///{folder / 'cost.db'}")
+    sessions = make_session_factory(engine)
+    start = time.perf_counter()
+    for i in range(n):
+        with write_session(sessions) as session:
+            add_instance(
+                session, study_uid="1.2", series_uid="1.2.3", sop_instance_uid=f"1.2.3.{i}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+                modality="CT", instance_number=i, path="p", size_bytes=size, sender_ae="STORESCU",
+            )  # fmt: skip
+    row = time.perf_counter() - start
+    engine.dispose()
+    return {"plain": plain / n * 1e3, "durable": durable / n * 1e3, "row": row / n * 1e3}
+
+
+def timed_storescu(port: int, called_ae: str, files: list[Path]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["storescu", "-aec", called_ae, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        env=DCMTK_ENV,
+        timeout=600,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return seconds
+
+
+def test_receive_throughput_against_storescp(tmp_path: Path, capsys) -> None:
+    require_tool("storescp", "dcmtk")
+    files = three_hundred_slices(tmp_path / "slices")
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    scp_port = free_port()
+    received = tmp_path / "storescp"
+    received.mkdir()
+    storescp = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(received), str(scp_port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    node = NodeProcess(
+        tmp_path / "node",
+        free_port(),
+        sections={
+            # Receive only: no worker competing for the CPU (it would load the model at start).
+            "series": {"complete_after_s": 3600},
+            "worker": {"enabled": False},
+        },
+        lists={"peers": [{"name": "scu", "ae_title": "STORESCU", "host": "127.0.0.1", "port": 1}]},
+    ).start()
+    try:
+        time.sleep(0.5)
+        dcmtk, ours = [], []
+        for _ in range(RUNS):
+            new_uids(files)
+            dcmtk.append(timed_storescu(scp_port, "STORESCP", files))
+            new_uids(files)
+            ours.append(timed_storescu(node.port, "CTNODE", files))
+        stored = node.query("SELECT COUNT(*) FROM instances")[0][0]
+    finally:
+        storescp.terminate()
+        storescp.wait(10)
+        node.stop()
+    assert stored == SLICES * RUNS
+    dcmtk_s, ours_s = statistics.median(dcmtk), statistics.median(ours)
+    cost = durability_cost_ms(tmp_path / "cost", files[0].stat().st_size)
+    load = os.getloadavg()[0]
+    with capsys.disabled():
+        print(
+            f"\n[bench] receive {SLICES} slices 512x512 ({megabytes:.1f} MB), storescu over one "
+            f"association, median of {RUNS}:\n"
+            f"  DCMTK storescp: {dcmtk_s:.2f} s, {megabytes / dcmtk_s:.0f} MB/s, "
+            f"{SLICES / dcmtk_s:.0f} files/s\n"
+            f"  ctnode serve:   {ours_s:.2f} s, {megabytes / ours_s:.0f} MB/s, "
+            f"{SLICES / ours_s:.0f} files/s\n"
+            f"  ratio ctnode : storescp = 1 : {ours_s / dcmtk_s:.1f} "
+            f"(runs: storescp {', '.join(f'{s:.2f}' for s in dcmtk)}; "
+            f"ctnode {', '.join(f'{s:.2f}' for s in ours)})\n"
+            f"  per instance on this disk: plain write {cost['plain']:.1f} ms, durable write "
+            f"(file + folder fsync) {cost['durable']:.1f} ms, committed database row "
+            f"{cost['row']:.1f} ms; the durability storescp skips accounts for "
+            f"{(cost['durable'] - cost['plain'] + cost['row']) * SLICES / 1e3:.1f} s of the "
+            f"{ours_s:.1f} s (load average {load:.1f} on {os.cpu_count()} cores)"
+        )
