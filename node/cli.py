@@ -60,6 +60,9 @@ def demo(
 
     settings = _settings(config)
     folder = out or settings.demo.out_dir
+    if not _calcium_model_installed(settings):
+        _phantom_only_demo(settings, Path(folder))
+        return
     configure_logging(logging.WARNING)  # the job log is printed at the end instead
     try:
         with console.status("") as spinner:
@@ -70,6 +73,36 @@ def demo(
     print_demo(run)
     if run.job is None or run.job["state"] != "done" or run.report is None:
         raise typer.Exit(1)
+
+
+def _calcium_model_installed(settings) -> bool:
+    from models.calcium.inference import ModelFileError, load_manifest
+
+    try:
+        load_manifest(settings.calcium.weights_path())
+    except ModelFileError:
+        return False
+    return True
+
+
+def _phantom_only_demo(settings, folder: Path) -> None:
+    """Without a calcium model the node cannot score, and a made-up model must not pretend to:
+    the demo writes the phantom case and says what is missing (exit 0: that part worked)."""
+    from node.demo import write_phantom
+
+    truth, files = write_phantom(settings, folder)
+    console.print(
+        f"Phantom chest CT (seed {truth['seed']}): {len(files)} DICOM slices, NIfTI, truth.json "
+        f"and preview.png in {folder}; reference Agatston score {truth['agatston_total']:.1f} "
+        f"(category {truth['category']})."
+    )
+    console.print(
+        f"[yellow]No calcium model is installed in {settings.calcium.weights_path()}[/yellow]: "
+        "the node end-to-end part of the demo (C-STORE to the node, SR + SEG + overlay back) "
+        "needs one. None is shipped yet (README: Coronary calcium models); train one with "
+        "`python -m training.calcium.train_all` or set [calcium] weights_dir, then rerun "
+        "`ctnode demo`."
+    )
 
 
 def print_demo(run) -> None:

@@ -75,3 +75,30 @@ def test_demo_rejects_a_bad_setting_with_its_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "CTNODE_DEMO__CATEGORY" in proc.stdout
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_without_a_calcium_model_writes_the_phantom_and_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "CTNODE_DEMO__SEED": "7",
+        "CTNODE_DEMO__CATEGORY": "2",
+        "CTNODE_CALCIUM__WEIGHTS_DIR": str(tmp_path / "no-model"),
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+    }
+    proc = subprocess.run(
+        [ctnode(), "demo", "--out", str(tmp_path / "demo")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "No calcium model is installed" in proc.stdout
+    truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
+    assert f"{truth['agatston_total']:.1f}" in proc.stdout
+    assert (tmp_path / "demo" / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "demo" / "returned").exists()
