@@ -22,16 +22,17 @@ def ctnode() -> str:
     return str(script) if script.exists() else shutil.which("ctnode")
 
 
-def test_demo_runs_a_phantom_through_the_node(tmp_path: Path, weights: Path) -> None:
+def run_demo(out: Path, weights: Path, columns: int = 120) -> subprocess.CompletedProcess:
+    """`ctnode demo` as a user runs it: the console script, seed 7, category 2."""
     env = {
         "CTNODE_DEMO__SEED": "7",
         "CTNODE_DEMO__CATEGORY": "2",
         "CTNODE_CALCIUM__WEIGHTS_DIR": str(weights),
         "PATH": "/usr/bin:/bin",
-        "COLUMNS": "120",
+        "COLUMNS": str(columns),
     }
-    proc = subprocess.run(
-        [ctnode(), "demo", "--out", str(tmp_path / "demo")],
+    return subprocess.run(
+        [ctnode(), "demo", "--out", str(out)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -39,6 +40,10 @@ def test_demo_runs_a_phantom_through_the_node(tmp_path: Path, weights: Path) -> 
         check=False,
         timeout=300,
     )
+
+
+def test_demo_runs_a_phantom_through_the_node(tmp_path: Path, weights: Path) -> None:
+    proc = run_demo(tmp_path / "demo", weights)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     folder = tmp_path / "demo"
     truth = json.loads((folder / "truth.json").read_text())
@@ -80,22 +85,7 @@ def test_demo_rejects_a_bad_setting_with_its_name(tmp_path: Path) -> None:
 def test_demo_without_a_calcium_model_writes_the_phantom_and_says_what_is_missing(
     tmp_path: Path,
 ) -> None:
-    env = {
-        "CTNODE_DEMO__SEED": "7",
-        "CTNODE_DEMO__CATEGORY": "2",
-        "CTNODE_CALCIUM__WEIGHTS_DIR": str(tmp_path / "no-model"),
-        "PATH": "/usr/bin:/bin",
-        "COLUMNS": "200",
-    }
-    proc = subprocess.run(
-        [ctnode(), "demo", "--out", str(tmp_path / "demo")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    proc = run_demo(tmp_path / "demo", tmp_path / "no-model", columns=200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "No calcium model is installed" in proc.stdout
     truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
