@@ -53,7 +53,7 @@ def crop_offsets(n: int, rng: np.random.Generator, jitter: bool) -> list[tuple[i
 
 
 def crops(boxes: torch.Tensor, index: np.ndarray, offsets) -> torch.Tensor:
-    """Network crops (B, 2, Z, Y, X) cut from the score boxes; `boxes` stays where it is (on
+    """Network crops (B, 3, Z, Y, X) cut from the score boxes; `boxes` stays where it is (on
     the GPU when training there)."""
     sx, sy, sz = SCORE_SIZE_XYZ
     return torch.stack(
@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             map_, presence_logit, log_magnitude = net.forward_factors(image, acquisition_all[pick])
         placement = placement_loss(presence_logit.float(), log_magnitude.float(), density)
-        loss = (log_loss(map_.float(), scores_all[pick]) + args.placement_weight * placement).mean()
+        # The score target is what lies inside this crop: a jittered crop can cut a lesion off.
+        visible = density.sum(dim=(2, 3, 4))
+        loss = (log_loss(map_.float(), visible) + args.placement_weight * placement).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
