@@ -189,7 +189,13 @@ def score(
 
     import SimpleITK as sitk
 
-    from models.calcium.inference import WEIGHTS_DIR, CalciumScorer, ModelFileError, paste_into_scan
+    from models.calcium.inference import (
+        WEIGHTS_DIR,
+        CalciumScorer,
+        ModelFileError,
+        empty_scan_map,
+        paste_into_scan,
+    )
 
     try:
         ct = read_ct(path)
@@ -200,8 +206,8 @@ def score(
         raise typer.Exit(1) from error
     if feedback is not None:
         total = result.feedback_total()
-        if total is not None:
-            sitk.WriteImage(paste_into_scan(total, ct), str(feedback), True)
+        scan_map = empty_scan_map(ct) if total is None else paste_into_scan(total, ct)
+        sitk.WriteImage(scan_map, str(feedback), True)
     report = result.to_dict()
     if as_json:
         print(json.dumps(report, indent=1))

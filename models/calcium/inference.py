@@ -181,9 +181,7 @@ class CalciumScorer:
         image = torch.from_numpy(score_input(ct, centre)).to(self.device)[None]
         with torch.inference_mode():
             score_map = (
-                self.score_net(
-                    nets.normalise_score_input(image), torch.tensor([features], device=self.device)
-                )[0]
+                self.score_net(image, torch.tensor([features], device=self.device))[0]
                 .float()
                 .cpu()
                 .numpy()
@@ -248,22 +246,37 @@ def _fraction_inside(ct: sitk.Image, centre: np.ndarray) -> float:
     return inside / len(points)
 
 
+# Score-grid cells below this carry no visible feedback: a cell needs about 0.23 AU to reach the
+# region threshold of node/results/regions.py once spread over the scan's voxels.
+FEEDBACK_MIN_CELL_AU = 0.01
+
+
 def _feedback(score_map: np.ndarray, centre: np.ndarray, ct: sitk.Image) -> dict[str, sitk.Image]:
     """The score maps on the scan's own voxel grid, in Agatston units per scan voxel.
 
-    Only the part of the scan under the score box is resampled (the map is zero elsewhere):
-    each image has the scan's spacing and direction and an origin on the scan's grid, so it
+    Only the part of the scan under the cells that carry feedback is resampled (the bounding
+    box of cells with at least FEEDBACK_MIN_CELL_AU, plus one cell for the interpolation):
+    resampling the whole score box onto a fine scan grid was the costliest step of scoring.
+    Each image has the scan's spacing and direction and an origin on the scan's grid, so it
     overlays the scan exactly; `paste_into_scan` makes a full-size image when one is needed.
+    No cell above the floor: no feedback images.
     """
+    carrying = np.argwhere(score_map.max(axis=0) >= FEEDBACK_MIN_CELL_AU)
+    if len(carrying) == 0:
+        return {}
+    low = np.maximum(carrying.min(axis=0) - 1, 0)
+    high = np.minimum(carrying.max(axis=0) + 2, score_map.shape[1:])
+    part_map = score_map[:, low[0] : high[0], low[1] : high[1], low[2] : high[2]]
     base = score_grid(centre)
     spacing = list(SCORE_SPACING_MM)
+    origin = base.TransformIndexToPhysicalPoint([int(v) for v in low[::-1]])
     components = []
-    for channel in score_map:
+    for channel in part_map:
         image = sitk.GetImageFromArray((channel / float(np.prod(spacing))).astype(np.float32))
         image.SetSpacing(spacing)
-        image.SetOrigin(base.GetOrigin())  # the map is on the score grid itself
+        image.SetOrigin(origin)  # the map is on the score grid itself
         components.append(image)
-    region = covering_region(ct, base)
+    region = covering_region(ct, components[0])
     if region is None:
         return {}
     voxel = float(np.prod(ct.GetSpacing()))
@@ -276,9 +289,15 @@ def _feedback(score_map: np.ndarray, centre: np.ndarray, ct: sitk.Image) -> dict
     }
 
 
-def paste_into_scan(part: sitk.Image, ct: sitk.Image) -> sitk.Image:
-    """A feedback image (a sub-grid of the scan) pasted into a zero image of the whole scan."""
+def empty_scan_map(ct: sitk.Image) -> sitk.Image:
+    """A zero float image on the scan's grid (the feedback of a scan without any)."""
     full = sitk.Image(ct.GetSize(), sitk.sitkFloat32)
     full.CopyInformation(ct)
+    return full
+
+
+def paste_into_scan(part: sitk.Image, ct: sitk.Image) -> sitk.Image:
+    """A feedback image (a sub-grid of the scan) pasted into a zero image of the whole scan."""
+    full = empty_scan_map(ct)
     index = [int(round(v)) for v in ct.TransformPhysicalPointToContinuousIndex(part.GetOrigin())]
     return sitk.Paste(full, part, part.GetSize(), [0, 0, 0], index)

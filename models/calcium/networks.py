@@ -10,6 +10,8 @@ things are, which a field-of-view alignment needs.
 ScoreNet is fully convolutional. Its last layer is a non-negative map with one channel per
 artery (LAD, LCX, RCA) on the 3 x 3 x 2.5 mm score grid; the sum of a channel is that artery's
 predicted Agatston score. The map is the decision feedback: it shows where the score came from.
+The map is gated by the Agatston definition itself (calcium_prior): a voxel without a native
+voxel at 130 HU or more carries no score.
 """
 
 from __future__ import annotations
@@ -134,15 +136,44 @@ def _merge(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1), nn.ELU(inplace=True))
 
 
+# Agatston units that one score voxel (3 x 3 x 2.5 mm) carries per unit of density weight when
+# all its native voxels are counted: 9 mm^2 of area on each of 2.5 mm / increment slices, times
+# the increment / 3 mm slice normalisation of the score = 9 x 2.5 / 3, whatever the scan's own
+# pixel size and slice increment (models/agatston.py).
+AU_PER_COUNTED_VOXEL = 9.0 * 2.5 / 3.0
+MAX_LOG_CORRECTION = 2.0
+
+
+def calcium_prior(channels: torch.Tensor) -> torch.Tensor:
+    """The score a voxel would carry if all its candidate calcium were coronary (B, 1, Z, Y, X):
+    fraction of native voxels >= 130 HU x the density weight of the peak HU x
+    AU_PER_COUNTED_VOXEL; zero where no native voxel reaches 130 HU. This is the Agatston
+    definition applied to the score voxel's summary; the network decides which of it is
+    coronary, in which artery, and corrects it where a voxel's summary misleads (lesions under
+    1 mm^2, a peak shared with bone next door)."""
+    peak, fraction = channels[:, 1:2], channels[:, 2:3]
+    weight = 1.0 + (peak >= 200).float() + (peak >= 300).float() + (peak >= 400).float()
+    return torch.where(peak >= 130.0, AU_PER_COUNTED_VOXEL * fraction * weight, 0.0)
+
+
 class ScoreNet(nn.Module):
     """Fully convolutional direct Agatston regression with a per-artery score map.
 
-    Input: the three score-grid channels at 3 x 3 x 2.5 mm (preprocess.py) and the acquisition
-    features. An encoder to 1/8 resolution (24 mm in plane; a receptive field of about 15 cm,
-    enough to tell the arteries apart by where they run on the heart) and a decoder back to the
-    input grid with skip connections; decoder levels merge with 1x1 convolutions before their
-    3x3 convolution, which keeps a scan well inside the 2 s CPU budget. Output: one
-    non-negative map per artery on the input grid, in Agatston units per voxel.
+    Input: the three score-grid channels at 3 x 3 x 2.5 mm (preprocess.py: mean HU, peak HU,
+    calcium fraction, unnormalised) and the acquisition features. An encoder to 1/8 resolution
+    (24 mm in plane; a receptive field of about 15 cm, enough to tell the arteries apart by
+    where they run on the heart) and a decoder back to the input grid with skip connections;
+    decoder levels merge with 1x1 convolutions before their 3x3 convolution, which keeps a
+    scan well inside the 2 s CPU budget.
+
+    Output: one non-negative map per artery on the input grid, in Agatston units per voxel:
+    presence x correction x prior. The prior (`calcium_prior`) is the score the voxel's own
+    calcium would carry; presence (a sigmoid per artery) says whether it is that artery's
+    calcium rather than bone, aortic or valve calcium or noise; the correction (exp of a log
+    bounded to +-2) adjusts its size. Where no native voxel reaches 130 HU the map is exactly
+    zero, as the Agatston definition demands, so the network only has to learn the coronary
+    question on a few thousand candidate voxels instead of regressing magnitudes across five
+    orders of magnitude from totals (which, trained from scratch on a CPU, collapsed to zero).
     """
 
     def __init__(self, width: int = 16) -> None:
@@ -155,47 +186,39 @@ class ScoreNet(nn.Module):
         self.up2 = nn.Sequential(_merge(8 * w, 4 * w), _conv(4 * w, 2 * w))
         self.up1 = nn.Sequential(_merge(4 * w, 2 * w), _conv(2 * w, w))
         self.up0 = nn.Sequential(_merge(2 * w, w), _conv(w, w // 2))
-        # Two factors per artery: where score lies (presence logit) and how much (magnitude);
-        # the map is presence x magnitude. A single softplus map has to start near zero
-        # everywhere (calcium fills a thousandth of the box) and then climb by orders of
-        # magnitude at a few voxels, which trains very slowly; the presence logit learns the
-        # where as a well-conditioned classification, the magnitude the how much.
         n = len(ARTERY_CHANNELS)
         self.head = nn.Conv3d(w // 2, 2 * n, 1)
         with torch.no_grad():
-            self.head.bias[:n].fill_(-9.0)  # sigmoid(-9) = 1.2e-4: a small start everywhere
-            self.head.bias[n:].fill_(0.7)  # exp(0.7) = 2 Agatston units per voxel
+            self.head.bias[:n].fill_(-4.0)  # most candidate voxels are bone or noise
+            self.head.bias[n:].zero_()
 
-    def forward(self, image: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, Z, Y, X) normalised; acquisition (B, 3). Returns the score map
-        (B, 3, Z, Y, X), non-negative, in Agatston units per map voxel."""
-        return self.forward_factors(image, acquisition)[0]
+    def forward(self, channels: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
+        """channels (B, 3, Z, Y, X) as preprocess.score_input gives them; acquisition (B, 3).
+        Returns the score map (B, 3, Z, Y, X), non-negative, in Agatston units per voxel."""
+        return self.forward_factors(channels, acquisition)[0]
 
-    def forward_factors(self, image: torch.Tensor, acquisition: torch.Tensor):
-        """(map, presence logits, log magnitudes): the map and the factors training needs."""
-        b, _, z, y, x = image.shape
+    def forward_factors(self, channels: torch.Tensor, acquisition: torch.Tensor):
+        """(map, presence logits, log corrections, prior): the map and what training needs."""
+        b, _, z, y, x = channels.shape
         conditioning = acquisition.view(b, -1, 1, 1, 1).expand(b, acquisition.shape[1], z, y, x)
-        s0 = self.stem(torch.cat([image, conditioning], 1))
+        s0 = self.stem(torch.cat([normalise_score_input(channels), conditioning], 1))
         s1 = self.down1(s0)
         s2 = self.down2(s1)
         s3 = self.down3(s2)
         u2 = self.up2(_upsample_join(s3, s2))
         u1 = self.up1(_upsample_join(u2, s1))
         u0 = self.up0(_upsample_join(u1, s0))
-        presence_logit, log_magnitude = self.factors(self.head(u0))
-        return (
-            torch.sigmoid(presence_logit) * torch.exp(log_magnitude),
-            presence_logit,
-            log_magnitude,
-        )
+        presence_logit, log_correction = self.factors(self.head(u0))
+        prior = calcium_prior(channels)
+        score_map = torch.sigmoid(presence_logit) * torch.exp(log_correction) * prior
+        return score_map, presence_logit, log_correction, prior
 
     @staticmethod
     def factors(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(presence logits, log magnitudes) from the head's 2 x 3 channels. The magnitude is
-        exp of a softly bounded log (e^-8 to e^8 Agatston units per voxel): a softplus
-        magnitude was pushed into its flat tail early in training and never came back."""
+        """(presence logits, log corrections) from the head's 2 x 3 channels."""
         n = len(ARTERY_CHANNELS)
-        return head[:, :n], 8.0 * torch.tanh(head[:, n:] / 8.0)
+        bound = MAX_LOG_CORRECTION
+        return head[:, :n], bound * torch.tanh(head[:, n:] / bound)
 
 
 def normalise_score_input(channels: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ tissue, reaches MIN_DENSITY_AU_PER_MM3:
   nothing else is. The network predicts on 3 x 3 x 2.5 mm cells (22.5 mm^3) that the feedback
   spreads linearly over the scan's voxels: a cell must hold at least 0.23 AU to show, below the
   half unit that rounding would report, and the region ends within one cell of where the score
-  is. The network's softplus floor (about 5e-5 AU per cell, 2e-6 AU/mm^3) stays far below.
+  is. Cells without candidate calcium (no native voxel at 130 HU) are exactly zero, and
+  inference leaves out cells under 0.01 AU (FEEDBACK_MIN_CELL_AU) before resampling.
 * Why not a fraction of the maximum: a dense lesion would hide a faint one in the same artery,
   and an artery scored 0 would have its noise floor drawn as a region.
 """

@@ -174,11 +174,18 @@ summarising the scan's native voxels under one box voxel (mean HU; peak HU, so t
 calcifications keep the peak that sets their density weight; fraction of voxels at or above
 130 HU, the candidate area the score counts) plus the slice increment, thickness and pixel
 size; output a non-negative map per artery (LAD, LCX, RCA) on the same grid whose sums are the
-artery scores, the product of a presence probability and a magnitude per voxel. The map is the
-decision feedback. Loss: squared error of log(1 + score) per artery and for the total, plus
-{score.get("placement_weight", 0)} x a placement loss against the truth's own score density (each
-counted voxel's share of the Agatston score): class-balanced cross-entropy of the presence and
-squared error of the log magnitude where the truth carries score. Width {score["width"]}.
+artery scores. The map is the decision feedback. Each map voxel is presence x correction x
+prior: the prior is the Agatston definition applied to the voxel's own summary (fraction at or
+above 130 HU x the density weight of its peak x 7.5 AU, the score of a fully counted 3 x 3 x
+2.5 mm voxel at any pixel size and increment), so a voxel with no candidate calcium carries
+exactly zero; the network decides per artery whether the candidate calcium is coronary
+(a sigmoid presence, against bone, aortic wall and valve calcium, the mitral annulus and
+noise) and corrects its size (a factor between e^-2 and e^2, for lesion edges, specks under
+1 mm^2 and peaks shared with bone). Loss: squared error of log(1 + score) per artery and for
+the total, plus {score.get("placement_weight", 0)} x a placement loss against the truth's own
+score density (each counted voxel's share of the Agatston score): class-balanced cross-entropy
+of the presence on the candidate voxels and squared error of the log correction where the truth
+carries score. Width {score["width"]}.
 
 {shared}
 ## Training
@@ -188,6 +195,7 @@ squared error of the log magnitude where the truth carries score. Width {score["
             [
                 ("iterations run / planned", f"{score['iterations_run']} / {score['iterations']}"),
                 ("batch", score["batch"]),
+                ("training crop (z, y, x score voxels)", score.get("patch_zyx", "72 x 64 x 64")),
                 ("learning rate (one-cycle, AdamW)", score["lr"]),
                 ("seed", score["seed"]),
                 ("device", score["device"]),

@@ -1,24 +1,29 @@
 """Train the direct Agatston regression ConvNet (score map per artery).
 
 python -m training.calcium.train_score --data DIR --out DIR [--iterations N] [--seed S]
+                                       [--patch Z Y X] [--max-minutes M]
 
-Each sample's score box is centred on the phantom's true heart centre; every step cuts the
-network's crop from it at a random offset of up to +-21 mm in plane and +-20 mm in z, which
-stands in for the registration's error, so the network never depends on a perfect alignment.
+Each sample's score box is centred on the phantom's true heart centre and is larger than the
+network's inference crop by +-21 mm in plane and +-20 mm in z. Every step cuts a training crop
+from it at a uniformly random position: by default a crop of the inference size, so the heart
+sits up to +-21 mm / +-20 mm off centre, which stands in for the registration's error; with
+`--patch` a smaller crop (the network is fully convolutional), which costs a fraction of the
+compute per step and shows the network every part of the box, edges included.
 
 Loss, per sample:
 
-* the score itself: squared error of log(1 + score) per artery and for the total. Agatston
-  scores span five orders of magnitude; on the log scale a miss of 0 vs 5 weighs about as much
-  as 400 vs 2000, which is what the risk categories care about;
+* the score itself: squared error of log(1 + score) per artery and for the total, against the
+  score that lies inside the crop (a crop can cut a lesion off). Agatston scores span five
+  orders of magnitude; on the log scale a miss of 0 vs 5 weighs about as much as 400 vs 2000,
+  which is what the risk categories care about;
 * plus `--placement-weight` x the placement loss (`placement_loss`) against the truth's own
-  score density (each counted voxel's share of the Agatston score, prepare.score_density):
-  the map is presence x magnitude per voxel; the presence logits get a class-balanced binary
-  cross-entropy against "this voxel carries score", the magnitudes a squared error of their
-  logarithm where it does. The network still regresses the score directly (its output is the
-  map, its score the map's sum); the placement term tells it where the score lies instead of
-  leaving it to find out from totals alone, which makes training converge with far fewer
-  samples and makes the map a faithful decision feedback.
+  score density (each counted voxel's share of the Agatston score, prepare.score_density): on
+  the candidate voxels (those with native voxels at 130 HU or more, where the map can be
+  non-zero) a class-balanced binary cross-entropy of each artery's presence, and a squared
+  error of the log correction against log(density / prior). The network still regresses the
+  score directly (its output is the map, its score the map's sum); the placement term tells it
+  where the score lies instead of leaving it to find out from totals alone, which makes
+  training converge with far fewer samples and makes the map a faithful decision feedback.
 """
 
 from __future__ import annotations
@@ -36,26 +41,30 @@ from tqdm import tqdm
 
 from models.agatston import risk_category
 from models.calcium.inference import pick_device
-from models.calcium.networks import ARTERY_CHANNELS, ScoreNet, normalise_score_input
+from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
 from training.calcium.data import load_samples, split
-from training.calcium.prepare import JITTER_VOX
+from training.calcium.prepare import BOX_SIZE_XYZ
 
 
-def crop_offsets(n: int, rng: np.random.Generator, jitter: bool) -> list[tuple[int, int, int]]:
-    """(z, y, x) corner of each crop in its score box: random (training) or central."""
-    jx, jy, jz = JITTER_VOX
+def crop_offsets(
+    n: int, rng: np.random.Generator, size_zyx, jitter: bool
+) -> list[tuple[int, int, int]]:
+    """(z, y, x) corner of each crop in its score box: uniformly random over the box
+    (training) or central (validation)."""
+    box_zyx = np.asarray(BOX_SIZE_XYZ[::-1])
+    room = box_zyx - np.asarray(size_zyx)
     return [
-        tuple(int(rng.integers(0, 2 * j + 1)) if jitter else j for j in (jz, jy, jx))
+        tuple(int(rng.integers(0, r + 1)) if jitter else int(r // 2) for r in room)
         for _ in range(n)
     ]
 
 
-def crops(boxes: torch.Tensor, index: np.ndarray, offsets) -> torch.Tensor:
+def crops(boxes: torch.Tensor, index: np.ndarray, offsets, size_zyx) -> torch.Tensor:
     """Network crops (B, 3, Z, Y, X) cut from the score boxes; `boxes` stays where it is (on
     the GPU when training there)."""
-    sx, sy, sz = SCORE_SIZE_XYZ
+    sz, sy, sx = size_zyx
     return torch.stack(
         [
             boxes[i, :, z : z + sz, y : y + sy, x : x + sx]
@@ -64,9 +73,9 @@ def crops(boxes: torch.Tensor, index: np.ndarray, offsets) -> torch.Tensor:
     ).float()
 
 
-def density_crops(density, index: np.ndarray, offsets, device) -> torch.Tensor:
+def density_crops(density, index: np.ndarray, offsets, size_zyx, device) -> torch.Tensor:
     """The score density under each crop on the crop's grid (B, 3, Z, Y, X)."""
-    size_zyx = np.asarray(SCORE_SIZE_XYZ[::-1])
+    size_zyx = np.asarray(size_zyx)
     out = torch.zeros((len(index), len(ARTERY_CHANNELS), *size_zyx), device=device)
     for b, (i, corner) in enumerate(zip(index, offsets, strict=True)):
         rows, values = density[i]
@@ -100,25 +109,33 @@ PRESENCE_WEIGHT = 5.0
 
 
 def placement_loss(
-    presence_logit: torch.Tensor, log_magnitude: torch.Tensor, density: torch.Tensor
+    presence_logit: torch.Tensor,
+    log_correction: torch.Tensor,
+    prior: torch.Tensor,
+    density: torch.Tensor,
 ) -> torch.Tensor:
-    """Where the score lies and how much, against the truth's own score density.
+    """Which candidate calcium is coronary, in which artery, and how much, against the
+    truth's own score density.
 
-    Presence: class-balanced binary cross-entropy (the mean over voxels that carry score plus
-    the mean over those that do not; calcium is about 1 voxel in 1,000, and a plain mean
-    would let the score loss, which at first only asks for less everywhere, drown it), x 5.
-    Magnitude: squared error of its log on the voxels that carry score (mean)."""
-    present = (density >= PRESENT_AU).float()
-    absent = 1.0 - present
+    Only candidate voxels count (prior > 0; elsewhere the map is zero by construction).
+    Presence: class-balanced binary cross-entropy per artery channel (the mean over candidate
+    voxels that carry that artery's score plus the mean over those that do not; bone and noise
+    outnumber coronary calcium a hundred to one, and a plain mean would teach "never"), x 5.
+    Correction: squared error of its log against log(density / prior) on the voxels that carry
+    score, the ratio bounded like the correction itself."""
+    candidate = (prior > 0).float().expand_as(density)
+    present = (density >= PRESENT_AU).float() * candidate
+    absent = candidate - present
     bce = F.binary_cross_entropy_with_logits(presence_logit, present, reduction="none")
     dims = (1, 2, 3, 4)
     n_present = present.sum(dim=dims)
     balanced = (bce * present).sum(dim=dims) / n_present.clamp(min=1) + (bce * absent).sum(
         dim=dims
     ) / absent.sum(dim=dims).clamp(min=1)
-    target = torch.log(density.clamp(min=PRESENT_AU))
-    magnitude_error = (log_magnitude - target) ** 2 * present
-    return PRESENCE_WEIGHT * balanced + magnitude_error.sum(dim=dims) / n_present.clamp(min=1)
+    ratio = (density.clamp(min=PRESENT_AU) / prior.clamp(min=1e-3)).log()
+    target = ratio.clamp(-MAX_LOG_CORRECTION, MAX_LOG_CORRECTION)
+    correction_error = (log_correction - target) ** 2 * present
+    return PRESENCE_WEIGHT * balanced + correction_error.sum(dim=dims) / n_present.clamp(min=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int)
+    parser.add_argument(
+        "--patch",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=SCORE_SIZE_XYZ[::-1],
+        help="training crop in score voxels (default: the inference crop); smaller is cheaper",
+    )
     parser.add_argument(
         "--init", type=Path, help="start from these weights (score.pt of an earlier run)"
     )
@@ -161,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def train_step(pick: np.ndarray, optimiser) -> float:
         net.train()
-        offsets = crop_offsets(len(pick), rng, jitter=True)
-        image = normalise_score_input(crops(boxes, pick, offsets))
-        density = density_crops(samples.density, pick, offsets, device)
+        offsets = crop_offsets(len(pick), rng, args.patch, jitter=True)
+        channels = crops(boxes, pick, offsets, args.patch)
+        density = density_crops(samples.density, pick, offsets, args.patch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            map_, presence_logit, log_magnitude = net.forward_factors(image, acquisition_all[pick])
-        placement = placement_loss(presence_logit.float(), log_magnitude.float(), density)
+            map_, logit, correction, prior = net.forward_factors(channels, acquisition_all[pick])
+        placement = placement_loss(logit.float(), correction.float(), prior, density)
         # The score target is what lies inside this crop: a jittered crop can cut a lesion off.
         visible = density.sum(dim=(2, 3, 4))
         loss = (log_loss(map_.float(), visible) + args.placement_weight * placement).mean()
@@ -220,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
-                        iterations_run=iterations, init=str(args.init) if args.init else None, placement_weight=args.placement_weight,
+                        iterations_run=iterations, init=str(args.init) if args.init else None, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)
     print(
@@ -237,9 +262,10 @@ def evaluate(net, boxes, index, acquisition, scores, use_amp) -> dict:
     predicted = []
     for start in range(0, len(index), 4):
         pick = index[start : start + 4]
-        image = normalise_score_input(crops(boxes, pick, crop_offsets(len(pick), rng, False)))
-        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            map_ = net(image, acquisition[pick])
+        size_zyx = SCORE_SIZE_XYZ[::-1]
+        channels = crops(boxes, pick, crop_offsets(len(pick), rng, size_zyx, False), size_zyx)
+        with torch.autocast(channels.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            map_ = net(channels, acquisition[pick])
         predicted.append(map_.float().sum(dim=(2, 3, 4)))
     predicted = torch.cat(predicted).cpu()
     target = scores[index].cpu()
