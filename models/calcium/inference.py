@@ -127,7 +127,10 @@ class CalciumScorer:
             volume = torch.from_numpy(atlas["volume"].astype(np.float32))
         self.atlas = nets.registration_input(volume[None, None]).to(self.device)
         self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])
-        self.score_net = nets.ScoreNet(width=self.manifest["score"]["width"])
+        self.score_net = nets.ScoreNet(
+            width=self.manifest["score"]["width"],
+            presence_threshold=self.manifest["score"].get("presence_threshold"),
+        )
         for net, key in ((self.registration, "registration"), (self.score_net, "score")):
             state = torch.load(weights_dir / files[key], map_location="cpu", weights_only=True)
             net.load_state_dict({k: v.float() for k, v in state.items()})

@@ -128,12 +128,24 @@ def align(
     return a, t, aligned
 
 
+def _conv_bn(in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    """Convolution, batch normalisation, ELU: the score network's unit. Without normalisation
+    its activations grew by orders of magnitude within a few hundred steps and the last layer
+    died (every unit at ELU's floor); batch statistics use the running averages at inference,
+    so a scan's result does not depend on the crop size or on other scans."""
+    return nn.Sequential(
+        nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm3d(out_ch),
+        nn.ELU(inplace=True),
+    )
+
+
 def _upsample_join(low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     return torch.cat([F.interpolate(low, size=skip.shape[2:], mode="trilinear"), skip], 1)
 
 
 def _merge(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1), nn.ELU(inplace=True))
+    return _conv_bn(in_ch, out_ch, kernel=1)
 
 
 # Agatston units that one score voxel (3 x 3 x 2.5 mm) carries per unit of density weight when
@@ -176,16 +188,25 @@ class ScoreNet(nn.Module):
     orders of magnitude from totals (which, trained from scratch on a CPU, collapsed to zero).
     """
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, presence_threshold: float | None = None) -> None:
         super().__init__()
+        # At inference, optionally a hard decision: a voxel counts in full (presence 1) where
+        # its presence probability reaches the threshold and not at all below it. Training
+        # always uses the soft product; the model card says which the shipped model uses and
+        # why (validation figures of both).
+        self.presence_threshold = presence_threshold
         w = width
-        self.stem = _conv(3 + N_ACQUISITION_FEATURES, w)  # 3 mm
-        self.down1 = nn.Sequential(_conv(w, 2 * w, stride=2), _conv(2 * w, 2 * w))  # 6 mm
-        self.down2 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 12 mm
-        self.down3 = nn.Sequential(_conv(4 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))  # 24 mm
-        self.up2 = nn.Sequential(_merge(8 * w, 4 * w), _conv(4 * w, 2 * w))
-        self.up1 = nn.Sequential(_merge(4 * w, 2 * w), _conv(2 * w, w))
-        self.up0 = nn.Sequential(_merge(2 * w, w), _conv(w, w // 2))
+        self.stem = _conv_bn(3 + N_ACQUISITION_FEATURES, w)  # 3 mm
+        self.down1 = nn.Sequential(_conv_bn(w, 2 * w, stride=2), _conv_bn(2 * w, 2 * w))  # 6 mm
+        self.down2 = nn.Sequential(
+            _conv_bn(2 * w, 4 * w, stride=2), _conv_bn(4 * w, 4 * w)
+        )  # 12 mm
+        self.down3 = nn.Sequential(
+            _conv_bn(4 * w, 4 * w, stride=2), _conv_bn(4 * w, 4 * w)
+        )  # 24 mm
+        self.up2 = nn.Sequential(_merge(8 * w, 4 * w), _conv_bn(4 * w, 2 * w))
+        self.up1 = nn.Sequential(_merge(4 * w, 2 * w), _conv_bn(2 * w, w))
+        self.up0 = nn.Sequential(_merge(2 * w, w), _conv_bn(w, w // 2))
         n = len(ARTERY_CHANNELS)
         self.head = nn.Conv3d(w // 2, 2 * n, 1)
         with torch.no_grad():
@@ -195,7 +216,13 @@ class ScoreNet(nn.Module):
     def forward(self, channels: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
         """channels (B, 3, Z, Y, X) as preprocess.score_input gives them; acquisition (B, 3).
         Returns the score map (B, 3, Z, Y, X), non-negative, in Agatston units per voxel."""
-        return self.forward_factors(channels, acquisition)[0]
+        score_map, presence_logit, log_correction, prior = self.forward_factors(
+            channels, acquisition
+        )
+        if self.presence_threshold is None:
+            return score_map
+        presence = (torch.sigmoid(presence_logit) >= self.presence_threshold).to(prior.dtype)
+        return presence * torch.exp(log_correction) * prior
 
     def forward_factors(self, channels: torch.Tensor, acquisition: torch.Tensor):
         """(map, presence logits, log corrections, prior): the map and what training needs."""

@@ -24,19 +24,21 @@ python -m training.calcium.prepare --out data/calcium --n 1500 --seed 1001 --wor
 # 2. registration ConvNet (unsupervised) and atlas, one CPU thread, 20 minutes
 OMP_NUM_THREADS=1 python -m training.calcium.train_registration --data data/calcium \\
     --out runs/registration --iterations 2000 --batch 8 --seed 1001 --max-minutes 20
-# 3. score ConvNet, 27 minutes
+# 3. score ConvNet, 58 minutes
 python -m training.calcium.train_score --data data/calcium --out runs/score \\
-    --iterations 20000 --batch 4 --seed 1001 --max-minutes 27
-# 4. install into models/weights (float16, sha256 in calcium_manifest.json)
+    --iterations 20000 --batch 4 --patch 48 48 48 --seed 1001 --max-minutes 58
+# 4. presence at inference: soft map or hard threshold, chosen on the validation phantoms
+python -m training.calcium.select_presence --data data/calcium --score runs/score
+# 5. install into models/weights (float16, sha256 in calcium_manifest.json)
 python -m training.calcium.ship --registration runs/registration --score runs/score
-# 5. held-out evaluation (seed 424242) -> calcium_evaluation.json, figures, this card
+# 6. held-out evaluation (seed 424242) -> calcium_evaluation.json, figures, this card
 python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 ```
 
 With `--max-minutes` the learning-rate schedule follows the elapsed time, so the number of
 steps depends on the machine (the tables below record the steps each run took); without it the
 runs are step-driven and repeat exactly on the same device. `python -m
-training.calcium.train_all --work DIR --minutes M` runs steps 1-4 in one budget."""
+training.calcium.train_all --work DIR --minutes M` runs steps 1-5 in one budget."""
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -86,6 +88,38 @@ def evaluation_section(weights: Path) -> str:
             else "",
             f"Machine: {ev.get('machine', 'not recorded')}.",
         ]
+    )
+
+
+def presence_section(score: dict) -> str:
+    """How presence is applied at inference and the validation figures behind the choice."""
+    selection = score.get("presence_selection")
+    if not selection:
+        return ""
+    rows = [
+        (
+            "soft" if r["presence_threshold"] is None else f"hard, >= {r['presence_threshold']}",
+            f"{r['icc']:.4f}",
+            f"{r['weighted_kappa']:.3f}",
+            f"{r['category_accuracy']:.3f}",
+            f"{r['mae']:.1f}",
+        )
+        for r in selection["rows"]
+    ]
+    header = ("presence", "ICC", "weighted kappa", "category accuracy", "MAE")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    chosen = selection["chosen"]
+    return (
+        "## Presence at inference (chosen on the validation phantoms)\n\n"
+        f"`select_presence` on the {selection['n_validation']} validation phantoms of the "
+        "training split (true heart centre): the soft map sums small probabilities over many "
+        "candidate voxels into a few Agatston units, which moves true zeros into 1-10; a hard "
+        "decision removes that floor. Shipped: "
+        + ("the soft map" if chosen is None else f"hard, at presence >= {chosen}")
+        + ".\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -196,6 +230,13 @@ carries score. Width {score["width"]}.
                 ("iterations run / planned", f"{score['iterations_run']} / {score['iterations']}"),
                 ("batch", score["batch"]),
                 ("training crop (z, y, x score voxels)", score.get("patch_zyx", "72 x 64 x 64")),
+                (
+                    "presence at inference",
+                    "soft (probability x correction x prior)"
+                    if score.get("presence_threshold") is None
+                    else f"hard: counted in full where the probability is at least "
+                    f"{score['presence_threshold']}",
+                ),
                 ("learning rate (one-cycle, AdamW)", score["lr"]),
                 ("seed", score["seed"]),
                 ("device", score["device"]),
@@ -211,6 +252,8 @@ carries score. Width {score["width"]}.
     }
 
 ![training curve](calcium_score_curve.png)
+
+{presence_section(score)}
 
 ## Evaluation (the whole pipeline: registration, crop, score)
 

@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-note", default="", help="how the training samples were made (command)"
     )
+    parser.add_argument(
+        "--presence-threshold",
+        type=float,
+        help="score with a hard presence decision at this probability (default: the choice "
+        "in the score run's presence_selection.json, else the soft product)",
+    )
     args = parser.parse_args(argv)
 
     args.weights.mkdir(parents=True, exist_ok=True)
@@ -57,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(source, args.weights / f"calcium_{figure}")
     registration = json.loads((args.registration / "registration_metrics.json").read_text())
     score = json.loads((args.score / "score_metrics.json").read_text())
+    selection_file = args.score / "presence_selection.json"  # select_presence.py
+    selection = json.loads(selection_file.read_text()) if selection_file.exists() else None
+    threshold = args.presence_threshold
+    if threshold is None and selection is not None:
+        threshold = selection["chosen"]
     manifest = {
         "name": "ctnode-calcium",
         "version": VERSION,
@@ -67,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": {name: sha256(args.weights / name) for name in files.values()},
         # The run records without their curves (those are in the PNGs next to the weights).
         "registration": {k: v for k, v in registration.items() if k != "history"},
-        "score": {k: v for k, v in score.items() if k != "history"},
+        "score": {
+            **{k: v for k, v in score.items() if k != "history"},
+            "presence_threshold": threshold,
+            "presence_selection": selection,
+        },
     }
     write_json(args.weights / MANIFEST, manifest)
     write_cards(args.weights)

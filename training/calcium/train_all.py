@@ -2,8 +2,9 @@
 
 python -m training.calcium.train_all --work DIR [--minutes 9] [--workers 16] [--weights DIR]
 
-Runs prepare (42 % of the budget) -> train_registration (20 %) -> train_score (the rest) -> ship,
-then times the whole inference pipeline on a 512 x 512 x 100 phantom on the training device.
+Runs prepare (42 % of the budget) -> train_registration (20 %) -> train_score (the rest) ->
+select_presence -> ship, then times the whole inference pipeline on a 512 x 512 x 100 phantom
+on the training device.
 Each step is also a command of its own (see the model cards) for longer or smaller runs.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from training.calcium import prepare, ship, train_registration, train_score
+from training.calcium import prepare, select_presence, ship, train_registration, train_score
 
 
 def time_inference(weights: Path, repeats: int = 10) -> dict:
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             "20000",
             "--batch",
             "8",
+            "--patch",  # as the shipped model: 48^3 crops from anywhere in the score box
+            "48",
+            "48",
+            "48",
             "--seed",
             str(args.seed),
             "--max-minutes",
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(f"[train_all] score trained, {left():.1f} min left", flush=True)
+    select_presence.main(["--data", str(data), "--score", str(runs / "score")])
     n_samples = len(list(data.glob("sample_*.npz")))
     ship_args = [
         "--registration",
