@@ -25,6 +25,7 @@ from node.receive import Receiver
 from node.scheduler import Scheduler
 from node.send import Sender
 from node.spool import remove_stale_temp_files
+from node.spool_recovery import register_unrecorded_instances
 
 LOG = logging.getLogger("ctnode.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -73,6 +74,9 @@ class Service:
         removed = remove_stale_temp_files(storage.spool_dir)
         if removed:
             LOG.warning("removed %d partial files left in the spool by an earlier crash", removed)
+        recovered = register_unrecorded_instances(Path(storage.spool_dir), self.sessions)
+        if recovered:
+            LOG.warning("registered %d spool files that had no database row", recovered)
         try:
             for component in self._build_components(self.sessions):
                 component.start()

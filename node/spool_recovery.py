@@ -1,0 +1,84 @@
+"""At start: register spool files that have no database row.
+
+The receiver answers an instance with success once its file is durably in the spool (fsync of
+the file and its folder) and its row is committed. SQLite runs with synchronous=NORMAL in WAL
+mode (node/db.py): a commit survives a crash of the node but the last commits before a power
+cut may be rolled back. The spool file is the record of truth: this pass, run before the
+listener accepts associations, finds every instance file without a row and inserts it, so an
+acknowledged instance is never lost. It also covers a file written just before a crash that
+stopped its row's commit. Each recovered instance gets an `instance.recovered` event; a file
+that cannot be read stays where it is and is reported in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pydicom
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.db import Instance, add_instance, record_event, write_session
+from node.spool import INSTANCE_SUFFIX, InvalidUIDError, instance_relative_path
+
+LOG = logging.getLogger("ctnode.spool")
+UNKNOWN_SENDER = "UNKNOWN"  # a file written without Source AE Title in its meta header
+
+
+def _recorded_paths(sessions: sessionmaker[Session]) -> set[str]:
+    with sessions() as session:
+        return set(session.scalars(select(Instance.path)))
+
+
+def register_unrecorded_instances(spool_dir: Path, sessions: sessionmaker[Session]) -> int:
+    """Insert a row for every spool instance file without one; return how many."""
+    spool_dir = Path(spool_dir)
+    if not spool_dir.is_dir():
+        return 0
+    recorded = _recorded_paths(sessions)
+    recovered = 0
+    for path in sorted(spool_dir.glob(f"*/*/*{INSTANCE_SUFFIX}")):
+        relative = path.relative_to(spool_dir).as_posix()
+        if relative in recorded:
+            continue
+        try:
+            row = _row_from_file(path, spool_dir)
+        except Exception as error:  # noqa: BLE001 - one unreadable file must not stop the start
+            LOG.error("spool file %s has no database row and cannot be read (%s); left as is",
+                      relative, type(error).__name__)  # fmt: skip
+            continue
+        with write_session(sessions) as session:
+            instance = add_instance(session, **row)
+            record_event(
+                session,
+                "instance.recovered",
+                f"instance {row['sop_instance_uid']} was in the spool without a database row "
+                "(a crash or power cut after it was stored); registered at start",
+                ae_title=row["sender_ae"],
+                series_id=instance.series_id,
+            )
+        recovered += 1
+    return recovered
+
+
+def _row_from_file(path: Path, spool_dir: Path) -> dict:
+    """The instance's row, read from its file's headers; the file must sit where its UIDs say."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    expected = instance_relative_path(study, series, sop)
+    if path.relative_to(spool_dir) != expected:
+        raise InvalidUIDError(f"file is not at the path its UIDs give ({expected})")
+    number = ds.get("InstanceNumber")
+    return {
+        "study_uid": study,
+        "series_uid": series,
+        "sop_instance_uid": sop,
+        "sop_class_uid": str(ds.SOPClassUID),
+        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "modality": ds.get("Modality") or None,
+        "instance_number": int(number) if number not in (None, "") else None,
+        "path": expected.as_posix(),
+        "size_bytes": path.stat().st_size,
+        "sender_ae": str(ds.file_meta.get("SourceApplicationEntityTitle") or UNKNOWN_SENDER),
+    }
