@@ -165,3 +165,46 @@ def test_evaluation_reports_agreement_and_the_real_negative_control(
         assert (weights / figure).read_bytes()[:4] == b"\x89PNG"
     card = (weights / "calcium_score.md").read_text()
     assert "ICC(A,1) total" in card and "series_soft_kernel" in card
+
+
+def test_presence_choice_reaches_the_manifest_and_the_card(tiny_models: Path, tmp_path) -> None:
+    from training.calcium.select_presence import choose
+
+    rows = [
+        {
+            "presence_threshold": None,
+            "icc": 0.98,
+            "weighted_kappa": 0.88,
+            "category_accuracy": 0.8,
+            "mae": 50.0,
+        },
+        {
+            "presence_threshold": 0.3,
+            "icc": 0.98,
+            "weighted_kappa": 0.95,
+            "category_accuracy": 0.9,
+            "mae": 51.0,
+        },
+        {
+            "presence_threshold": 0.5,
+            "icc": 0.99,
+            "weighted_kappa": 0.95,
+            "category_accuracy": 0.9,
+            "mae": 49.0,
+        },
+    ]
+    assert choose(rows) == 0.5  # equal kappa: the higher ICC
+    assert choose([{**rows[0], "weighted_kappa": 0.95, "icc": 0.99}, rows[2]]) is None  # tie: soft
+    run = tmp_path / "score"
+    shutil.copytree(tiny_models.parent / "score", run)
+    selection = {"n_validation": 31, "rows": rows, "chosen": choose(rows)}
+    (run / "presence_selection.json").write_text(json.dumps(selection))
+    weights = tmp_path / "weights"
+    reg = str(tiny_models.parent / "reg")
+    assert ship.main(["--registration", reg, "--score", str(run), "--weights", str(weights)]) == 0
+    manifest = json.loads((weights / "calcium_manifest.json").read_text())
+    assert manifest["score"]["presence_threshold"] == 0.5
+    card = (weights / "calcium_score.md").read_text()
+    assert "Shipped: hard, at presence >= 0.5" in card
+    assert "| hard, >= 0.3 | 0.9800 | 0.950 |" in card
+    assert CalciumScorer(weights, device="cpu").score_net.presence_threshold == 0.5

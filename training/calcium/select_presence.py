@@ -34,6 +34,20 @@ from training.calcium.train_score import crop_offsets, crops
 THRESHOLDS = (None, 0.3, 0.5, 0.7)  # None: the soft product
 
 
+def choose(rows: list[dict]) -> float | None:
+    """The threshold of the row with the highest weighted kappa, then the highest ICC; the
+    soft map (None) wins ties with a threshold, being what the network was trained as."""
+    best = max(
+        rows,
+        key=lambda r: (
+            round(r["weighted_kappa"], 6),
+            round(r["icc"], 6),
+            r["presence_threshold"] is None,
+        ),
+    )
+    return best["presence_threshold"]
+
+
 @torch.no_grad()
 def validation_totals(net: ScoreNet, samples, index: np.ndarray) -> np.ndarray:
     net.eval()
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = record["seed"] if args.seed is None else args.seed
     samples = load_samples(args.data)
     _, val_idx = split(len(samples), 0.1, seed)
+    if len(val_idx) < 2:
+        parser.error(f"{len(val_idx)} validation phantom(s) in {args.data}: ICC needs two or more")
     truth = samples.scores[val_idx].sum(1)
     state = torch.load(args.score / "score.pt", map_location="cpu", weights_only=True)
     rows = []
@@ -77,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    best = max(rows, key=lambda r: (round(r["weighted_kappa"], 6), r["icc"]))
+    chosen = choose(rows)
     write_json(
         args.score / "presence_selection.json",
-        {"n_validation": len(val_idx), "rows": rows, "chosen": best["presence_threshold"]},
+        {"n_validation": len(val_idx), "rows": rows, "chosen": chosen},
     )
-    print(f"chosen presence threshold: {best['presence_threshold']}")
+    print(f"chosen presence threshold: {chosen}")
     return 0
 
 
