@@ -206,6 +206,27 @@ def _optional_code_string(dataset: Dataset, keyword: str) -> str | None:
     return value[:16] if isinstance(value, str) and value else None
 
 
+def instance_row(
+    dataset: Dataset, transfer_syntax_uid: str, relative: Path, size: int, sender_ae: str
+) -> dict:
+    """The database row of an instance stored at `relative` in the spool (add_instance's
+    arguments). Its four UIDs must have been validated; optional elements that cannot be read
+    are left empty, never a reason to refuse. The receiver and the start-up recovery of spool
+    files (spool_recovery.py) both build rows here."""
+    return {
+        "study_uid": str(dataset.StudyInstanceUID),
+        "series_uid": str(dataset.SeriesInstanceUID),
+        "sop_instance_uid": str(dataset.SOPInstanceUID),
+        "sop_class_uid": str(dataset.SOPClassUID),
+        "transfer_syntax_uid": transfer_syntax_uid,
+        "modality": _optional_code_string(dataset, "Modality"),
+        "instance_number": _optional_int(dataset, "InstanceNumber"),
+        "path": relative.as_posix(),
+        "size_bytes": size,
+        "sender_ae": sender_ae,
+    }
+
+
 class InstanceStore:
     """Stores one received instance: checks, durable file, database rows, in that order."""
 
@@ -292,18 +313,7 @@ class InstanceStore:
                 calling_ae,
             )
 
-        row = {
-            "study_uid": study_uid,
-            "series_uid": series_uid,
-            "sop_instance_uid": sop_uid,
-            "sop_class_uid": sop_class_uid,
-            "transfer_syntax_uid": str(file_meta.TransferSyntaxUID),
-            "modality": _optional_code_string(dataset, "Modality"),
-            "instance_number": _optional_int(dataset, "InstanceNumber"),
-            "path": relative.as_posix(),
-            "size_bytes": size,
-            "sender_ae": calling_ae,
-        }
+        row = instance_row(dataset, str(file_meta.TransferSyntaxUID), relative, size, calling_ae)
         for attempt in range(INSERT_ATTEMPTS):
             try:
                 with write_session(self.sessions) as session:

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.db import Instance, add_instance, record_event, write_session
-from node.spool import INSTANCE_SUFFIX, InvalidUIDError, instance_relative_path
+from node.receive import instance_row
+from node.spool import INSTANCE_SUFFIX, InvalidUIDError, instance_relative_path, validate_uid
 
 LOG = logging.getLogger("ctnode.spool")
 UNKNOWN_SENDER = "UNKNOWN"  # a file written without Source AE Title in its meta header
@@ -65,20 +66,10 @@ def register_unrecorded_instances(spool_dir: Path, sessions: sessionmaker[Sessio
 def _row_from_file(path: Path, spool_dir: Path) -> dict:
     """The instance's row, read from its file's headers; the file must sit where its UIDs say."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
-    expected = instance_relative_path(study, series, sop)
+    expected = instance_relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    validate_uid(ds.SOPClassUID, "SOPClassUID")
     if path.relative_to(spool_dir) != expected:
         raise InvalidUIDError(f"file is not at the path its UIDs give ({expected})")
-    number = ds.get("InstanceNumber")
-    return {
-        "study_uid": study,
-        "series_uid": series,
-        "sop_instance_uid": sop,
-        "sop_class_uid": str(ds.SOPClassUID),
-        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-        "modality": ds.get("Modality") or None,
-        "instance_number": int(number) if number not in (None, "") else None,
-        "path": expected.as_posix(),
-        "size_bytes": path.stat().st_size,
-        "sender_ae": str(ds.file_meta.get("SourceApplicationEntityTitle") or UNKNOWN_SENDER),
-    }
+    sender = str(ds.file_meta.get("SourceApplicationEntityTitle") or UNKNOWN_SENDER)
+    transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    return instance_row(ds, transfer_syntax, expected, path.stat().st_size, sender)

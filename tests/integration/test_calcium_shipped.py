@@ -90,3 +90,20 @@ def test_stated_tolerance_is_what_the_held_out_evaluation_showed() -> None:
         for c in cases
     ]
     assert sum(within) / len(within) >= 0.98
+
+
+def test_feedback_of_a_scan_without_calcium_is_a_zero_map_on_its_grid(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from node.cli import app
+    from tests.tools import require_real_data
+
+    folder = require_real_data("lung_pet_ct_dx_A0001", "series_soft_kernel")
+    out = tmp_path / "feedback.nii.gz"
+    run = CliRunner().invoke(app, ["score", str(folder), "--json", "--feedback", str(out)])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.output)["agatston_total"] == 0.0
+    image = sitk.ReadImage(str(out))
+    assert image.GetSize() == (512, 512, 64)  # the scan's own grid (dcm2niix test: 512x512x64)
+    assert float(sitk.GetArrayViewFromImage(image).max()) == 0.0
