@@ -24,16 +24,18 @@ from models.organs.unet import CONTEXT_MARGIN, UNet3D
 
 TORCH_TO_KERAS = (2, 3, 4, 1, 0)  # inverse of KERAS_TO_TORCH
 
-# The layer names Keras gives the release's functional model, in model order. Alphabetically
+# The layer names of the release's functional model in model order (its notebook prints the
+# summary: conv3d ... conv3d_13, then the head `output_segm` and `softmax`). Alphabetically
 # conv3d_10 sorts before conv3d_2: a loader that walked the groups in h5py order would fail.
 KERAS_LAYERS = [
     "input_1", "conv3d", "conv3d_1", "max_pooling3d", "conv3d_2", "conv3d_3",
     "max_pooling3d_1", "conv3d_4", "conv3d_5", "max_pooling3d_2", "conv3d_6", "conv3d_7",
     "up_sampling3d", "cropping3d", "concatenate", "conv3d_8", "conv3d_9",
     "up_sampling3d_1", "cropping3d_1", "concatenate_1", "conv3d_10", "conv3d_11",
-    "up_sampling3d_2", "cropping3d_2", "concatenate_2", "conv3d_12", "conv3d_13", "conv3d_14",
-    "activation",
+    "up_sampling3d_2", "cropping3d_2", "concatenate_2", "conv3d_12", "conv3d_13", "output_segm",
+    "softmax",
 ]  # fmt: skip
+CONV_LAYERS = [name for name in KERAS_LAYERS if name.startswith("conv3d") or name == "output_segm"]
 
 
 def random_net(seed: int = 0, width: int = 2, n_classes: int = 23) -> UNet3D:
@@ -72,7 +74,7 @@ def write_keras_h5(net: UNet3D, path: Path, full_model: bool) -> None:
         root.attrs["keras_version"] = b"2.4.0"
         for name in KERAS_LAYERS:
             group = root.create_group(name)
-            if not name.startswith("conv3d"):
+            if name not in CONV_LAYERS:
                 group.attrs["weight_names"] = np.array([])  # what Keras writes for no weights
                 continue
             conv = next(convs)
@@ -258,7 +260,7 @@ def test_wrong_files_raise(tmp_path):
     path = tmp_path / "unet.h5"
     write_keras_h5(net, path, full_model=False)
     with h5py.File(path, "a") as handle:  # drop the head: 14 convolutions
-        names = [n for n in handle.attrs["layer_names"] if n != b"conv3d_14"]
+        names = [n for n in handle.attrs["layer_names"] if n != b"output_segm"]
         handle.attrs["layer_names"] = np.array(names)
     with pytest.raises(ModelFileError, match="14 convolution layers"):
         import_network(path)
