@@ -140,6 +140,9 @@ class WorkerSettings:
             raise ConfigError(f"worker.max_attempts must be >= 1, got {self.max_attempts}")
 
 
+HEART_CHECKS = ("registration", "organs")
+
+
 @dataclass(frozen=True)
 class CalciumSettings:
     """The calcium pipeline's model: where its weights are and which device runs it."""
@@ -147,17 +150,48 @@ class CalciumSettings:
     weights_dir: str  # "" means the weights shipped in models/weights
     device: str
     min_slices: int
+    # Where the "heart outside the field of view" evidence comes from: "registration" (the
+    # calcium model's own atlas registration, free) or "organs" (also segment the organs and
+    # flag heart_not_in_field_of_view when the heart is missing or cut; shared with an organs
+    # job of the same series in this worker, so the segmentation runs once).
+    heart_check: str = "registration"
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"calcium.device: auto, cpu or cuda[:N], got {self.device!r}")
         if self.min_slices < 1:
             raise ConfigError(f"calcium.min_slices must be >= 1, got {self.min_slices}")
+        if self.heart_check not in HEART_CHECKS:
+            raise ConfigError(
+                f"calcium.heart_check: one of {list(HEART_CHECKS)}, got {self.heart_check!r}"
+            )
 
     def weights_path(self) -> Path:
         from models.calcium.inference import WEIGHTS_DIR
 
         return Path(self.weights_dir) if self.weights_dir else WEIGHTS_DIR
+
+
+@dataclass(frozen=True)
+class OrgansSettings:
+    """The organs pipeline's segmentation model (models.organs.registry) and its device."""
+
+    models_dir: Path  # imported models, one folder per model name
+    model: str  # "" means the shipped base model (models/weights/organs_base.json)
+    device: str
+    min_slices: int = 16
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"organs.device: auto, cpu or cuda[:N], got {self.device!r}")
+        if self.min_slices < 1:
+            raise ConfigError(f"organs.min_slices must be >= 1, got {self.min_slices}")
+
+    def spec_path(self) -> Path:
+        """The JSON spec of the configured model (registry.ModelFileError when absent)."""
+        from models.organs.registry import find
+
+        return find(self.model or None, self.models_dir)
 
 
 @dataclass(frozen=True)
@@ -193,7 +227,7 @@ class SendSettings:
         return min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, attempts - 1))
 
 
-PIPELINES = ("calcium",)
+PIPELINES = ("calcium", "organs")
 
 
 @dataclass(frozen=True)
@@ -282,6 +316,7 @@ class Settings:
     series: SeriesSettings
     worker: WorkerSettings
     calcium: CalciumSettings
+    organs: OrgansSettings
     results: ResultsSettings
     send: SendSettings
     peers: tuple[PeerSettings, ...]
@@ -309,6 +344,7 @@ SECTIONS: dict[str, type] = {
     "series": SeriesSettings,
     "worker": WorkerSettings,
     "calcium": CalciumSettings,
+    "organs": OrgansSettings,
     "results": ResultsSettings,
     "send": SendSettings,
     "assembly": AssemblySettings,
