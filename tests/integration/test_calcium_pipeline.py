@@ -208,3 +208,20 @@ def test_presence_choice_reaches_the_manifest_and_the_card(tiny_models: Path, tm
     assert "Shipped: hard, at presence >= 0.5" in card
     assert "| hard, >= 0.3 | 0.9800 | 0.950 |" in card
     assert CalciumScorer(weights, device="cpu").score_net.presence_threshold == 0.5
+
+
+def test_presence_is_chosen_on_an_independent_validation_folder(
+    tiny_models: Path, tmp_path
+) -> None:
+    from training.calcium import select_presence
+
+    run = tmp_path / "score"
+    shutil.copytree(tiny_models.parent / "score", run)
+    data = str(tiny_models.parent / "data")
+    assert select_presence.main(["--data", data, "--score", str(run), "--validation", data]) == 0
+    selection = json.loads((run / "presence_selection.json").read_text())
+    assert selection["n_validation"] == 3  # every sample of the folder, not a 10 % split
+    assert selection["validation"] == "all 3 samples of data"
+    thresholds = [row["presence_threshold"] for row in selection["rows"]]
+    assert thresholds == list(select_presence.THRESHOLDS)
+    assert selection["chosen"] == select_presence.choose(selection["rows"])

@@ -112,8 +112,9 @@ def presence_section(score: dict) -> str:
     chosen = selection["chosen"]
     return (
         "## Presence at inference (chosen on the validation phantoms)\n\n"
-        f"`select_presence` on the {selection['n_validation']} validation phantoms of the "
-        "training split (true heart centre): the soft map sums small probabilities over many "
+        f"`select_presence` on {selection['n_validation']} validation phantoms "
+        f"({selection.get('validation', 'the validation split of the training data')}; "
+        "true heart centre): the soft map sums small probabilities over many "
         "candidate voxels into a few Agatston units, which moves true zeros into 1-10; a hard "
         "decision removes that floor. Shipped: "
         + ("the soft map" if chosen is None else f"hard, at presence >= {chosen}")

@@ -1,13 +1,16 @@
 """Choose how the score network's presence is applied at inference, on the validation phantoms.
 
-python -m training.calcium.select_presence --data DIR --score RUN [--seed 1001]
+python -m training.calcium.select_presence --data DIR --score RUN [--seed 1001] [--validation DIR]
 
 The network is trained with a soft map (presence probability x correction x prior). Summed over
 tens of thousands of candidate voxels (bone edges, noise), even small probabilities add up to a
 few Agatston units, which moves a true 0 into the 1-10 category. A hard decision (a voxel
 counts in full where its probability reaches a threshold, not at all below it) removes that
-floor. This command scores the run's validation phantoms (the same split train_score held out,
-central crops on the true heart centre) with the soft map and with hard thresholds, and writes
+floor. This command scores validation phantoms (central crops on the true heart centre) with the
+soft map and with hard thresholds: by default the split train_score held out; with
+`--validation DIR`, every sample in a folder prepared from a seed of its own (a larger and
+independent set: a run started from an earlier run's weights has seen part of its own split
+under the earlier split). It writes
 presence_selection.json into the run folder: the figures of each and the choice (the highest
 linearly weighted kappa over the five categories, then the highest ICC). `ship` applies it and
 the model card shows the table. The held-out evaluation (evaluate.py) uses phantoms from
@@ -31,7 +34,7 @@ from training.calcium.common import write_json
 from training.calcium.data import load_samples, split
 from training.calcium.train_score import crop_offsets, crops
 
-THRESHOLDS = (None, 0.3, 0.5, 0.7)  # None: the soft product
+THRESHOLDS = (None, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the soft product
 
 
 def choose(rows: list[dict]) -> float | None:
@@ -66,14 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder of prepared samples")
     parser.add_argument("--score", type=Path, required=True, help="train_score run folder")
     parser.add_argument("--seed", type=int, help="split seed (default: the run's own)")
+    parser.add_argument(
+        "--validation",
+        type=Path,
+        help="score every sample of this prepared folder instead of the run's validation split",
+    )
     args = parser.parse_args(argv)
 
     record = json.loads((args.score / "score_metrics.json").read_text())
-    seed = record["seed"] if args.seed is None else args.seed
-    samples = load_samples(args.data)
-    _, val_idx = split(len(samples), 0.1, seed)
+    if args.validation is not None:
+        samples = load_samples(args.validation)
+        val_idx = np.arange(len(samples))
+        source = f"all {len(samples)} samples of {args.validation.name}"
+    else:
+        seed = record["seed"] if args.seed is None else args.seed
+        samples = load_samples(args.data)
+        _, val_idx = split(len(samples), 0.1, seed)
+        source = f"the run's validation split (seed {seed})"
     if len(val_idx) < 2:
-        parser.error(f"{len(val_idx)} validation phantom(s) in {args.data}: ICC needs two or more")
+        parser.error(f"{len(val_idx)} validation phantom(s): ICC needs two or more")
     truth = samples.scores[val_idx].sum(1)
     state = torch.load(args.score / "score.pt", map_location="cpu", weights_only=True)
     rows = []
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(rows)
     write_json(
         args.score / "presence_selection.json",
-        {"n_validation": len(val_idx), "rows": rows, "chosen": chosen},
+        {"n_validation": len(val_idx), "validation": source, "rows": rows, "chosen": chosen},
     )
     print(f"chosen presence threshold: {chosen}")
     return 0
