@@ -8,11 +8,14 @@ starting with "99" are private) and names it in the SR's Coding Scheme Identific
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
 from models.agatston import CATEGORY_NAMES
+from models.labels import Label
 
 # --- the Agatston score (DESIGN.md SR contract) ---
 CALCIUM_SCORE = CodedConcept("450360000", "SCT", "Coronary artery calcium score")
@@ -77,3 +80,112 @@ def same_code(item_code: Dataset, concept: CodedConcept) -> bool:
         str(item_code.CodeValue) == concept.value
         and str(item_code.CodingSchemeDesignator) == concept.scheme_designator
     )
+
+
+# --- SEG: organs (node.results.organ_seg) ---
+# Segmentation property category (DICOM CID 7150): every organ segment is an anatomical
+# structure; the coronary and valve calcifications a fine-tuned model may add are
+# morphologically abnormal structures (as in the calcium feedback SEG), the table a physical
+# object. Property types (CID 7151/7166) are SNOMED CT concepts from pydicom's code dictionary
+# (`pydicom.sr.codedict.codes.SCT`) where it has them; the left/right lung and kidney codes
+# (not in that dictionary) are the SNOMED CT "left/right ... structure" concepts used for them
+# by DICOM SEG writers (dcmqi, TotalSegmentator). Paired structures without a sided concept in
+# the dictionary (adrenal glands, psoas major) carry the generic concept with a laterality
+# modifier (SCT 7771000 Left / 24028007 Right), as DICOM does for sided anatomy. The psoas
+# major has no concept in pydicom's dictionary, so it is coded as skeletal muscle + side, with
+# the specific name in the segment label.
+ANATOMICAL_STRUCTURE = CodedConcept("91723000", "SCT", "Anatomical Structure")
+ORGAN = CodedConcept("91772007", "SCT", "Organ")  # REFERENCE.md section 3
+PHYSICAL_OBJECT = CodedConcept("260787004", "SCT", "Physical object")
+LEFT = CodedConcept("7771000", "SCT", "Left")
+RIGHT = CodedConcept("24028007", "SCT", "Right")
+
+
+@dataclass(frozen=True)
+class OrganCode:
+    """How one Label is coded in the organ SEG: category, property type, optional laterality
+    modifier, optional anatomic region (where the type alone does not say where)."""
+
+    category: CodedConcept
+    type: CodedConcept
+    modifier: CodedConcept | None = None
+    region: CodedConcept | None = None
+
+
+def _anatomy(value: str, meaning: str, modifier: CodedConcept | None = None) -> OrganCode:
+    return OrganCode(ANATOMICAL_STRUCTURE, CodedConcept(value, "SCT", meaning), modifier)
+
+
+ORGAN_CODES: dict[Label, OrganCode] = {
+    Label.AORTA: _anatomy("15825003", "Aorta"),
+    Label.BLADDER: _anatomy("89837001", "Bladder"),
+    Label.DUODENUM: _anatomy("38848004", "Duodenum"),
+    Label.GALLBLADDER: _anatomy("28231008", "Gallbladder"),
+    Label.HEART: _anatomy("80891009", "Heart"),
+    Label.INFERIOR_VENA_CAVA: _anatomy("64131007", "Inferior vena cava"),
+    Label.LEFT_ADRENAL: _anatomy("23451007", "Adrenal gland", LEFT),
+    Label.LEFT_KIDNEY: _anatomy("18639004", "Left kidney"),
+    Label.LEFT_LUNG: _anatomy("44029006", "Left lung"),
+    Label.LEFT_PSOAS_MAJOR: _anatomy("127954009", "Skeletal muscle", LEFT),
+    Label.LIVER: _anatomy("10200004", "Liver"),
+    Label.PANCREAS: _anatomy("15776009", "Pancreas"),
+    # One label for the portal and splenic veins; coded by its larger part.
+    Label.PORTAL_SPLENIC_VEIN: _anatomy("32764006", "Portal vein"),
+    Label.RIGHT_ADRENAL: _anatomy("23451007", "Adrenal gland", RIGHT),
+    Label.RIGHT_KIDNEY: _anatomy("9846003", "Right kidney"),
+    Label.RIGHT_LUNG: _anatomy("3341006", "Right lung"),
+    Label.RIGHT_PSOAS_MAJOR: _anatomy("127954009", "Skeletal muscle", RIGHT),
+    Label.SPINAL_CORD: _anatomy("2748008", "Spinal cord"),
+    Label.SPLEEN: _anatomy("78961009", "Spleen"),
+    Label.STERNUM: _anatomy("56873002", "Sternum"),
+    Label.STOMACH: _anatomy("69695003", "Stomach"),
+    Label.TRACHEA: _anatomy("44567001", "Trachea"),
+    Label.VERTEBRAE: _anatomy("51282000", "Vertebra"),
+    Label.RIBS: _anatomy("113197003", "Rib"),
+    Label.ESOPHAGUS: _anatomy("32849002", "Esophagus"),
+    Label.SUBCUTANEOUS_FAT: _anatomy("71966008", "Subcutaneous tissue"),
+    Label.MUSCLE: _anatomy("127954009", "Skeletal muscle"),
+    Label.EPICARDIAL_FAT: OrganCode(
+        ANATOMICAL_STRUCTURE,
+        CodedConcept("256674009", "SCT", "Fat"),
+        region=CodedConcept("80891009", "SCT", "Heart"),
+    ),
+    Label.CORONARY_ARTERY: _anatomy("41801008", "Coronary artery"),
+    Label.PULMONARY_VESSELS: OrganCode(
+        ANATOMICAL_STRUCTURE,
+        CodedConcept("59820001", "SCT", "Blood vessel"),
+        region=CodedConcept("39607008", "SCT", "Lung"),
+    ),
+    Label.MAIN_BRONCHI: _anatomy("955009", "Bronchus"),
+    Label.SPINAL_CANAL: _anatomy("61853006", "Vertebral canal"),
+    Label.CAC_LEFT_MAIN: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("3227004", "SCT", "Left main coronary artery"),
+    ),
+    Label.CAC_LAD: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["LAD"]
+    ),
+    Label.CAC_LCX: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["LCX"]
+    ),
+    Label.CAC_RCA: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["RCA"]
+    ),
+    Label.AORTIC_WALL_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("15825003", "SCT", "Aorta"),
+    ),
+    Label.AORTIC_VALVE_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("34202007", "SCT", "Aortic valve"),
+    ),
+    Label.MITRAL_ANNULUS_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("91134007", "SCT", "Mitral valve"),
+    ),
+    Label.PATIENT_TABLE: OrganCode(PHYSICAL_OBJECT, CodedConcept("86407004", "SCT", "Table")),
+}
