@@ -13,6 +13,7 @@ from rich.table import Table
 from sqlalchemy.orm import sessionmaker
 
 from node.config import ConfigError, Settings, load_settings
+from node.models_cli import models_app
 from node.volume import read_ct
 
 app = typer.Typer(
@@ -419,6 +420,7 @@ jobs_app = typer.Typer(
     help="Jobs (one per series and pipeline): list, show one with its log, retry a failed one."
 )
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")  # ctnode models import|list (node/models_cli.py)
 
 
 @jobs_app.callback(invoke_without_command=True)

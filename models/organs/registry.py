@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from models.organs.unet import HU_CLIP, UNet3D, is_valid_input_side
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED_BASE = SHIPPED_DIR / "organs_base.json"
 ARCHITECTURE = "unet3d-sparse-label"
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(RuntimeError):
@@ -161,12 +163,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_model(spec_path: Path, device: str | torch.device = "cpu") -> tuple[UNet3D, ModelSpec]:
-    """The network described by `spec_path`, in eval mode on `device`, float32.
-
-    Raises ModelFileError when the weight file is missing, its sha256 differs from the spec's,
-    or its tensors do not fit the spec's width and number of classes."""
-    spec = read_spec(spec_path)
+def verify_weights(spec: ModelSpec) -> Path:
+    """The spec's weight file, after checking that it exists and has the spec's sha256."""
     weights = spec.weights_path()
     if not weights.is_file():
         raise ModelFileError(f"model {spec.name!r}: weight file {weights} does not exist")
@@ -174,9 +172,19 @@ def load_model(spec_path: Path, device: str | torch.device = "cpu") -> tuple[UNe
     if actual != spec.sha256:
         raise ModelFileError(
             f"model {spec.name!r}: {weights.name} has sha256 {actual[:16]}..., the spec "
-            f"{Path(spec_path).name} says {spec.sha256[:16]}...; the weight file is damaged or "
-            "is not the one this spec describes"
+            f"{spec.path.name if spec.path else 'spec'} says "
+            f"{spec.sha256[:16]}...; the weight file is damaged or is not the one this spec describes"
         )
+    return weights
+
+
+def load_model(spec_path: Path, device: str | torch.device = "cpu") -> tuple[UNet3D, ModelSpec]:
+    """The network described by `spec_path`, in eval mode on `device`, float32.
+
+    Raises ModelFileError when the weight file is missing, its sha256 differs from the spec's,
+    or its tensors do not fit the spec's width and number of classes."""
+    spec = read_spec(spec_path)
+    weights = verify_weights(spec)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net = UNet3D(n_classes=spec.n_classes, width=spec.width)
@@ -196,7 +204,10 @@ def _specs_in(paths: list[Path]) -> list[ModelSpec]:
         except (OSError, ValueError):
             continue
         if isinstance(values, dict) and values.get("architecture") == ARCHITECTURE:
-            specs.append(read_spec(path))
+            try:
+                specs.append(read_spec(path))
+            except ModelFileError as error:  # one broken folder must not hide the others
+                log.warning("organ model skipped: %s", error)
     return specs
 
 
