@@ -226,6 +226,35 @@ def score(
 
 
 @app.command()
+def segment(
+    path: Annotated[Path, typer.Argument(help="DICOM folder or NIfTI file of a CT")],
+    out: Annotated[
+        Path, typer.Option("--out", help="x.nii.gz: label map; x.dcm: DICOM SEG (DICOM input)")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="organ model name (default: [organs] model)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Segment the organs of a CT (label map or DICOM SEG) and print their volumes, offline."""
+    import json
+
+    from models.organs.registry import ModelFileError
+    from node.segment import SegmentError, print_report, segment_path
+
+    try:
+        report = segment_path(path, out, _settings(config), model)
+    except (SegmentError, ModelFileError) as error:
+        console.print(f"[red]cannot segment {path}:[/red] {error}")
+        raise typer.Exit(1) from error
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print_report(console, report)
+
+
+@app.command()
 def serve(config: ConfigOption = None) -> None:
     """Run the node (DICOM listener) in the foreground until SIGTERM or Ctrl-C."""
     from node.service import configure_logging

@@ -149,3 +149,28 @@ def _versus(other: Candidate, best: Candidate) -> str:
     if mine[2] != theirs[2]:
         return f"less z coverage than {best.stack.label}"
     return f"equivalent to {best.stack.label}, which has the lower series number"
+
+
+def select_for_organs(candidates: list[Candidate]) -> SelectionPlan:
+    """The stack to segment into organs: the calcium choice when there is one (both pipelines
+    then see the same volume, so a calcium heart check can reuse the segmentation); otherwise
+    the best axial stack of at least MIN_SLICES slices by the same ranking, contrast-enhanced
+    and short ones included (organ segmentation needs neither non-contrast nor the heart)."""
+    plan = select_for_calcium(candidates)
+    if plan.chosen is not None:
+        return plan
+    eligible = []
+    for candidate in candidates:
+        if candidate.stack.plane != AXIAL:
+            plan.reasons[candidate.stack.label] = f"not axial ({candidate.stack.plane})"
+        elif candidate.n_slices < MIN_SLICES:
+            plan.reasons[candidate.stack.label] = f"only {candidate.n_slices} slices"
+        else:
+            eligible.append(candidate)
+    if eligible:
+        best = min(eligible, key=_rank)
+        plan.chosen = best.stack
+        plan.reasons[best.stack.label] = (
+            f"chosen for organs: {best.n_slices} axial slices, {best.coverage_mm:.0f} mm"
+        )
+    return plan

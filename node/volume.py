@@ -7,6 +7,7 @@ decision; `read_ct` assembles the chosen stack (node.assembly).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,13 @@ class VolumePlan:
         return next(p for p in self.stacks if p.stack is stack)
 
 
-def plan_folder(path: Path, settings: AssemblySettings | None = None) -> VolumePlan:
-    """Stacks, their geometry, exclusions and the calcium-scoring choice for a DICOM folder."""
+def plan_folder(
+    path: Path,
+    settings: AssemblySettings | None = None,
+    select: Callable[[list[Candidate]], SelectionPlan] = select_for_calcium,
+) -> VolumePlan:
+    """Stacks, their geometry, exclusions and the choice of `select` (by default the
+    calcium-scoring choice; node.selection.select_for_organs for organs) for a DICOM folder."""
     settings = settings or AssemblySettings()
     scan = find_stacks(path, allow_reformats=settings.allow_reformats)
     plans, candidates = [], []
@@ -51,7 +57,7 @@ def plan_folder(path: Path, settings: AssemblySettings | None = None) -> VolumeP
             continue
         plans.append(StackPlan(stack, geometry, None))
         candidates.append(Candidate(stack, geometry.coverage_mm, len(geometry.frames)))
-    selection = select_for_calcium(candidates)
+    selection = select(candidates)
     for plan in plans:
         if plan.error:
             selection.reasons[plan.stack.label] = f"cannot be assembled: {plan.error}"

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from node import jobs
 from node.config import Settings
 from node.db import Instance, JobState, Series, utcnow
-from node.pipelines import calcium
+from node.pipelines import calcium, organs
 from node.pipelines.calcium import BadSeriesError, ScorerCache, SeriesFiles
+from node.pipelines.organs import SegmenterCache
 
 LOG = logging.getLogger("ctnode.worker")
 STOP_GRACE_S = 120.0  # a CPU scoring run takes seconds; beyond this the claim is released
@@ -83,6 +84,7 @@ class Worker:
         self.sessions = sessions
         self.name = worker_name()
         self.scorers = ScorerCache(settings)
+        self.segmenters = SegmenterCache(settings)
         self.on_results = on_results  # the sender's wake-up, so results go out at once
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -123,9 +125,10 @@ class Worker:
         LOG.info("worker stopped")
 
     def _load_model(self) -> None:
-        """Load the model before the first job, so the first series is not slower than the
+        """Load the models before the first job, so the first series is not slower than the
         rest (torch and the weights take seconds); a missing model is reported now, and each
-        job then fails with the reason until it is installed."""
+        job then fails with the reason until it is installed. The organ model is loaded only
+        when a route or the calcium heart check uses it."""
         from models.calcium.inference import ModelFileError
 
         start = time.perf_counter()
@@ -133,11 +136,35 @@ class Worker:
             scorer = self.scorers.get()
         except ModelFileError as error:
             LOG.error("calcium model not usable, jobs will fail until it is: %s", error)
+        else:
+            LOG.info(
+                "calcium model %s loaded on %s in %.1f s",
+                scorer.name,
+                scorer.device,
+                time.perf_counter() - start,
+            )
+        if self._uses_organs():
+            self._load_organ_model()
+
+    def _uses_organs(self) -> bool:
+        routed = any(route.pipeline == "organs" for route in self.settings.routes)
+        return routed or self.settings.calcium.heart_check == "organs"
+
+    def _load_organ_model(self) -> None:
+        from models.organs.registry import ModelFileError
+
+        start = time.perf_counter()
+        try:
+            segmenter = self.segmenters.get()
+        except ModelFileError as error:
+            LOG.error("organ model not usable, organs jobs will fail until it is: %s", error)
             return
+        spec = segmenter.spec
         LOG.info(
-            "calcium model %s loaded on %s in %.1f s",
-            scorer.name,
-            scorer.device,
+            "organ model %s %s loaded on %s in %.1f s",
+            spec.name,
+            spec.version,
+            segmenter.device,
             time.perf_counter() - start,
         )
 
@@ -188,7 +215,7 @@ class Worker:
         try:
             with Heartbeat(self.sessions, claimed.id, self.name, self.settings.worker.heartbeat_s):
                 files = self.series_files(claimed.series_id)
-                outputs = calcium.run(self.settings, claimed.id, files, self.scorers, report)
+                outputs = self.run_pipeline(claimed, files, report)
             destinations = [d.name for d in self.settings.destinations]
             state = jobs.finish(self.sessions, claimed.id, self.name, outputs, destinations)
             LOG.info(
@@ -204,10 +231,23 @@ class Worker:
         finally:
             self._current = None
 
+    def run_pipeline(
+        self, claimed: jobs.ClaimedJob, files: SeriesFiles, report: Callable[[str, str], None]
+    ) -> list[jobs.OutputFile]:
+        """The job's pipeline (routing only makes jobs of node.config.PIPELINES)."""
+        if claimed.pipeline == "organs":
+            return organs.run(self.settings, claimed.id, files, self.segmenters, report)
+        if claimed.pipeline == "calcium":
+            return calcium.run(
+                self.settings, claimed.id, files, self.scorers, report, self.segmenters
+            )
+        raise BadSeriesError(f"no pipeline {claimed.pipeline!r} in this version of ctnode")
+
     def _fail_unexpected(self, claimed: jobs.ClaimedJob, error: Exception) -> JobState:
         from models.calcium.inference import ModelFileError
+        from models.organs.registry import ModelFileError as OrganModelFileError
 
-        if isinstance(error, ModelFileError):
+        if isinstance(error, ModelFileError | OrganModelFileError):
             # Needs a person (install or restore the weights), then `ctnode jobs retry`.
             return self._fail(claimed, f"model not usable: {error}", retryable=True)
         name = type(error).__name__

@@ -122,6 +122,7 @@ class Orthanc:
                         "modality": series["MainDicomTags"].get("Modality"),
                         "sop_class_uid": tags.get("SOPClassUID"),
                         "series_uid": tags.get("SeriesInstanceUID"),
+                        "sop_uid": tags.get("SOPInstanceUID"),
                     }
                 )
         return found

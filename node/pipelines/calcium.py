@@ -20,7 +20,8 @@ import SimpleITK as sitk
 from node.config import Settings
 
 if TYPE_CHECKING:
-    from models.calcium.inference import CalciumScorer
+    from models.calcium.inference import CalciumResult, CalciumScorer
+    from node.pipelines.organs import SegmenterCache
 from node.jobs import OutputFile
 from node.pipelines.outbox import write_result
 
@@ -62,24 +63,28 @@ class ScorerCache:
 
 
 def read_source(
-    files: SeriesFiles, settings: Settings
+    files: SeriesFiles, settings: Settings, *, purpose: str = "calcium"
 ) -> tuple[list[pydicom.Dataset], sitk.Image, str]:
-    """The instances of the stack chosen for scoring (headers and pixels), the CT volume
-    assembled from them (node.volume's planning and assembly), and a line for the job log."""
+    """The instances of the stack chosen for `purpose` ("calcium" or "organs": its selection
+    rule and its [section] min_slices), the CT volume assembled from them (node.volume's
+    planning and assembly), and a line for the job log."""
     from node.assembly import assemble
+    from node.selection import select_for_calcium, select_for_organs
     from node.stack_geometry import AssemblyError
     from node.volume import plan_folder
 
-    min_slices = settings.calcium.min_slices
+    min_slices = getattr(settings, purpose).min_slices
+    select = select_for_organs if purpose == "organs" else select_for_calcium
     if len(files.paths) < min_slices:
         raise BadSeriesError(
-            f"{len(files.paths)} instances, fewer than [calcium] min_slices={min_slices}"
+            f"{len(files.paths)} instances, fewer than [{purpose}] min_slices={min_slices}"
         )
-    plan = plan_folder(files.folder, settings.assembly)
+    plan = plan_folder(files.folder, settings.assembly, select)
     chosen = plan.selection.chosen
     if chosen is None:
         reasons = "; ".join(f"{label}: {why}" for label, why in plan.selection.reasons.items())
-        raise BadSeriesError(f"no CT stack suitable for calcium scoring ({reasons or 'none'})")
+        what = "organ segmentation" if purpose == "organs" else "calcium scoring"
+        raise BadSeriesError(f"no CT stack suitable for {what} ({reasons or 'none'})")
     try:
         assembled = assemble(chosen, settings.assembly.missing_slices)
     except AssemblyError as error:
@@ -108,14 +113,42 @@ def read_source(
     return source, ct, ", ".join(notes)
 
 
+def heart_check(
+    source: list[pydicom.Dataset],
+    ct: sitk.Image,
+    result: CalciumResult,
+    segmenters: SegmenterCache,
+    report: Report,
+) -> None:
+    """Add the organ-based heart flag to `result.flags` (the SR and the overlay show it)."""
+    from node.pipelines.organs import heart_flags, source_key
+
+    start = time.perf_counter()
+    organs, reused = segmenters.segment(ct, source_key(source, ct))
+    flags = heart_flags(organs)
+    result.flags.extend(flag for flag in flags if flag not in result.flags)
+    how = "remembered" if reused else f"on {organs.device} in {organs.seconds:.1f} s"
+    report(
+        "heart_check",
+        f"organ segmentation ({organs.spec.name} {organs.spec.version}, {how}): heart "
+        f"{'not ' if flags else ''}in the field of view; "
+        f"{time.perf_counter() - start:.1f} s",
+    )
+
+
 def run(
     settings: Settings,
     job_id: int,
     files: SeriesFiles,
     scorers: ScorerCache,
     report: Report,
+    segmenters: SegmenterCache | None = None,
 ) -> list[OutputFile]:
-    """Score the series and write the result objects to the outbox; their rows."""
+    """Score the series and write the result objects to the outbox; their rows.
+
+    With [calcium] heart_check = "organs" (and `segmenters`), the organ segmentation adds the
+    quality flag heart_not_in_field_of_view when the heart is missing or cut (node.pipelines.
+    organs; the segmentation is remembered for the series' organs job)."""
     from node.results.capture import build_overlay_capture
     from node.results.seg import build_feedback_seg
     from node.results.source import SourceSeriesError
@@ -134,6 +167,8 @@ def run(
     scorer = scorers.get()
     loaded = time.perf_counter() - start
     result = scorer.score(ct)
+    if settings.calcium.heart_check == "organs" and segmenters is not None:
+        heart_check(source, ct, result, segmenters, report)
     flags = ", ".join(result.flags) or "none"
     report(
         "score",

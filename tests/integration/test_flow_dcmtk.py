@@ -78,6 +78,15 @@ def node(
         },
         lists={
             "peers": [{"name": "modality", "ae_title": "STORESCU", "host": "127.0.0.1", "port": 1}],
+            # The calcium route only: these tests follow one job per series (the organs job a
+            # chest CT also gets is covered by test_orthanc.py).
+            "routes": [
+                {
+                    "name": "chest-ct-calcium",
+                    "pipeline": "calcium",
+                    "description_exclude": ["*localizer*", "*scout*"],
+                }
+            ],
             "destinations": [
                 {
                     "name": "archive",
