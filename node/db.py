@@ -30,9 +30,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
+    insert,
     select,
+    update,
 )
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.engine import make_url
@@ -448,6 +451,76 @@ def add_instance(
     session.add(instance)
     session.flush()
     return instance
+
+
+def add_received_instance(
+    session: Session,
+    *,
+    study_uid: str,
+    series_uid: str,
+    sop_instance_uid: str,
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    modality: str | None,
+    instance_number: int | None,
+    path: str,
+    size_bytes: int,
+    sender_ae: str,
+    received_at: datetime | None = None,
+) -> None:
+    """`add_instance` for the receiver's hot path: the same rows, a third of the time.
+
+    Nearly every instance belongs to a series that is already receiving. For that case two
+    Core statements (an UPDATE ... RETURNING of the series' count and time, an INSERT of the
+    instance) replace the ORM's select, identity map and unit of work, which cost about 5 ms
+    per instance. A new or re-opened series (one instance per series) takes `add_instance`,
+    with its events. Same transaction, same unique constraint on the SOP Instance UID."""
+    now = received_at or utcnow()
+    connection = session.connection()
+    series_id = connection.execute(
+        _COUNT_INSTANCE_IN_RECEIVING_SERIES, {"uid": series_uid, "now": now}
+    ).scalar_one_or_none()
+    if series_id is None:
+        add_instance(
+            session,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            modality=modality,
+            instance_number=instance_number,
+            path=path,
+            size_bytes=size_bytes,
+            sender_ae=sender_ae,
+            received_at=now,
+        )
+        return
+    connection.execute(
+        _INSERT_INSTANCE,
+        {
+            "series_id": series_id,
+            "sop_instance_uid": sop_instance_uid,
+            "sop_class_uid": sop_class_uid,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "instance_number": instance_number,
+            "path": path,
+            "size_bytes": size_bytes,
+            "sender_ae": sender_ae,
+            "received_at": now,
+        },
+    )
+
+
+# The receiver's two statements, built once: constructing a statement costs more than running
+# it (SQLAlchemy coerces every clause on construction; execution reuses the compiled form).
+_COUNT_INSTANCE_IN_RECEIVING_SERIES = (
+    update(Series)
+    .where(Series.series_uid == bindparam("uid"), Series.state == SeriesState.RECEIVING)
+    .values(instance_count=Series.instance_count + 1, last_received_at=bindparam("now"))
+    .returning(Series.id)
+)
+_INSERT_INSTANCE = insert(Instance)
 
 
 def list_series(session: Session, limit: int | None = None) -> list[Series]:

@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import PeerSettings, Settings
-from node.db import add_instance, find_instance, record_event, write_session
+from node.db import add_received_instance, find_instance, record_event, write_session
 from node.spool import (
     InvalidUIDError,
     instance_relative_path,
@@ -317,7 +317,7 @@ class InstanceStore:
         for attempt in range(INSERT_ATTEMPTS):
             try:
                 with write_session(self.sessions) as session:
-                    add_instance(session, **row)
+                    add_received_instance(session, **row)
                 return StoreOutcome(STATUS_SUCCESS)
             except IntegrityError:
                 # A concurrent association (PostgreSQL; SQLite writers queue) committed the

@@ -18,12 +18,12 @@ from node.db import (
     Delivery,
     DeliveryState,
     Event,
-    Instance,
     Job,
     JobState,
     Series,
     SeriesState,
     add_instance,
+    add_received_instance,
     alembic_config,
     find_instance,
     init_db,
@@ -40,7 +40,7 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'ctnode.db'}"
 
 
-def _instance(session, sop: str, series: str = "1.2.3.2", **extra) -> Instance:
+def _instance(session, sop: str, series: str = "1.2.3.2", add=add_instance, **extra):
     values = {
         "study_uid": "1.2.3.1",
         "series_uid": series,
@@ -54,7 +54,7 @@ def _instance(session, sop: str, series: str = "1.2.3.2", **extra) -> Instance:
         "sender_ae": "STORESCU",
     }
     values.update(extra)
-    return add_instance(session, **values)
+    return add(session, **values)  # add_instance returns the Instance
 
 
 def test_migrations_at_head_equal_the_models(db_url: str) -> None:
@@ -79,28 +79,31 @@ def test_sqlite_runs_in_wal_mode_with_crash_safe_commits(db_url: str) -> None:
     engine.dispose()
 
 
-def test_add_instance_creates_updates_and_reopens_series(db_url: str) -> None:
+# add_received_instance is the receiver's fast path; it must leave exactly the same rows.
+@pytest.mark.parametrize("add", [add_instance, add_received_instance])
+def test_add_instance_creates_updates_and_reopens_series(db_url: str, add) -> None:
     engine = init_db(db_url)
     sessions = make_session_factory(engine)
     with write_session(sessions) as session:
-        _instance(session, "1.2.3.3.1")
-        _instance(session, "1.2.3.3.2")
+        _instance(session, "1.2.3.3.1", add=add)
+        _instance(session, "1.2.3.3.2", add=add)
     with sessions() as session:
         (series,) = list_series(session)
         assert series.instance_count == 2 and series.state is SeriesState.RECEIVING
         assert series.first_received_at.tzinfo is UTC
         assert find_instance(session, "1.2.3.3.2").series_id == series.id
+        assert find_instance(session, "1.2.3.3.2").received_at == series.last_received_at
     with write_session(sessions) as session:
         session.get(Series, series.id).state = SeriesState.ROUTED
     with write_session(sessions) as session:
-        _instance(session, "1.2.3.3.3")  # a late instance
+        _instance(session, "1.2.3.3.3", add=add)  # a late instance
     with sessions() as session:
         series = session.get(Series, series.id)
         assert series.state is SeriesState.RECEIVING and series.instance_count == 3
         kinds = session.scalars(select(Event.kind).order_by(Event.id)).all()
         assert kinds == ["series.opened", "series.reopened"]
     with pytest.raises(IntegrityError), write_session(sessions) as session:
-        _instance(session, "1.2.3.3.3")  # the unique constraint guards against races
+        _instance(session, "1.2.3.3.3", add=add)  # the unique constraint guards against races
     engine.dispose()
 
 
