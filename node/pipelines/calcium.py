@@ -121,17 +121,17 @@ def heart_check(
     report: Report,
 ) -> None:
     """Add the organ-based heart flag to `result.flags` (the SR and the overlay show it)."""
-    from node.pipelines.organs import heart_flags, source_key
+    from node.pipelines.organs import heart_flags_and_reason, source_key
 
     start = time.perf_counter()
     organs, reused = segmenters.segment(ct, source_key(source, ct))
-    flags = heart_flags(organs)
+    flags, why = heart_flags_and_reason(organs)
     result.flags.extend(flag for flag in flags if flag not in result.flags)
     how = "remembered" if reused else f"on {organs.device} in {organs.seconds:.1f} s"
     report(
         "heart_check",
         f"organ segmentation ({organs.spec.name} {organs.spec.version}, {how}): heart "
-        f"{'not ' if flags else ''}in the field of view; "
+        f"{'not ' if flags else ''}in the field of view ({why}); "
         f"{time.perf_counter() - start:.1f} s",
     )
 

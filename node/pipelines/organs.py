@@ -80,9 +80,15 @@ def source_key(source: Sequence[pydicom.Dataset], ct: sitk.Image) -> str:
 
 def heart_flags(result: OrganResult) -> list[str]:
     """[HEART_FLAG] when the segmented heart is missing or cut by the scan, else []."""
-    from models.organs.inference import heart_in_field_of_view
+    return heart_flags_and_reason(result)[0]
 
-    return [] if heart_in_field_of_view(result) else [HEART_FLAG]
+
+def heart_flags_and_reason(result: OrganResult) -> tuple[list[str], str]:
+    """heart_flags and the check's reason for the job log (e.g. "heart 12 ml < 150 ml")."""
+    from models.organs.inference import heart_check
+
+    check = heart_check(result)
+    return ([] if check.in_field_of_view else [HEART_FLAG]), check.reason
 
 
 def describe_volumes(volumes_ml: dict[str, float]) -> str:
@@ -114,7 +120,7 @@ def run(
     segmenters.get()
     loaded = time.perf_counter() - start
     result, reused = segmenters.segment(ct, source_key(source, ct))
-    flags = heart_flags(result)
+    flags, why = heart_flags_and_reason(result)
     spec = result.spec
     how = (
         "reused from this series' calcium heart check"
@@ -123,7 +129,7 @@ def run(
     )
     report(
         "segment",
-        f"{describe_volumes(result.volumes_ml)}; flags {', '.join(flags) or 'none'}; "
+        f"{describe_volumes(result.volumes_ml)}; flags {', '.join(flags) or 'none'} ({why}); "
         f"{spec.name} {spec.version} {how}"
         + (f" (model loaded in {loaded:.1f} s)" if loaded > 0.5 else ""),
     )
