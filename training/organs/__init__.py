@@ -1,0 +1,1 @@
+"""Organ-segmentation training: sparse-label base model and transfer-learning study."""

@@ -1,0 +1,193 @@
+"""Ship the sparse-label base model: weights, spec, model card, curve.
+
+python -m training.organs.ship --run DIR [--full-run DIR] [--transfer DIR] [--real FILE]
+                               [--out models/weights] [--stem organs_base]
+
+Reads the training run (`final.pt`, `run.json`, `curve.png` of training.organs.train), writes
+`<stem>.pt` (float16 state_dict that takes clipped HU: the training input scale is folded into
+the first convolution), `<stem>.json` (the spec of models.organs.registry, with the sha256 of
+the .pt), `<stem>_curve.png` and the model card `<stem>.md`. The card carries the held-out Dice
+per structure, the comparison with the fully labelled run (`--full-run`), the transfer-learning
+table (`--transfer`, training.organs.transfer) and the real-CT results (`--real`,
+training.organs.real), whichever are given. Rerunning with the same run rewrites the same .pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import torch
+
+from models.labels import UNET_CHANNELS
+from models.organs.unet import HU_CLIP, UNet3D, count_parameters
+from training.organs.common import N_CLASSES, export_state, read_json, write_json
+from training.organs.data import SOURCES, SPACING_MM, SPARSE_STRUCTURES, SPLITS
+
+NAME = "ctnode-organs-base"
+VERSION = "1.0"
+INPUT_SIDE = 180  # window cube: output 92 voxels = 368 mm at 4 mm, a chest in one or two windows
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spec_for(width: int, sha256: str, stem: str) -> dict:
+    return {
+        "name": NAME,
+        "version": VERSION,
+        "architecture": "unet3d-sparse-label",
+        "width": width,
+        "n_classes": N_CLASSES,
+        "channels": [c.name.lower() for c in UNET_CHANNELS] + ["background"],
+        "label_values": [int(c) for c in UNET_CHANNELS],
+        "trained_channels": [s.name.lower() for s in SPARSE_STRUCTURES],
+        "spacing_mm": list(SPACING_MM),
+        "input_side": INPUT_SIDE,
+        "hu_clip": list(HU_CLIP),
+        "weights": f"{stem}.pt",
+        "sha256": sha256,
+        "source": "trained by ctnode on phantoms",
+        "card": f"{stem}.md",
+    }
+
+
+def write_weights(run: Path, path: Path) -> str:
+    """The run's final weights as float16 (clipped-HU input); returns the sha256."""
+    state = torch.load(Path(run) / "final.pt", map_location="cpu", weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(export_state_from(state), buffer)
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_state_from(state: dict) -> dict:
+    width = state["enc1a.weight"].shape[0]
+    net = UNet3D(n_classes=state["head.weight"].shape[0], width=width)
+    net.load_state_dict(state)
+    return export_state(net)
+
+
+def _dice_table(sparse: dict, full: dict | None) -> str:
+    rows = ["| structure | sparse labels (shipped) | full labels |", "|---|---|---|"]
+    for name, value in sparse.items():
+        other = f"{full[name]:.3f}" if full and name in full else ""
+        rows.append(f"| {name} | {value:.3f} | {other} |")
+    return "\n".join(rows)
+
+
+def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: dict | None,
+         params: int, size: int) -> str:  # fmt: skip
+    sources = "; ".join(f"{k}: {', '.join(s.name.lower() for s in v)}" for k, v in SOURCES.items())
+    seeds = ", ".join(f"{k} {r.start}-{r.stop - 1}" for k, r in SPLITS.items())
+    lines = [
+        f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with sparse labels",
+        "",
+        "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032; REFERENCE.md 1.B) at "
+        f"width {spec['width']} instead of 32 ({params:,} parameters, {size / 1e6:.2f} MB as "
+        "float16), trained by ctnode on synthetic chest CT phantoms (`training/phantoms`) on one "
+        "CPU core. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
+        "",
+        "## Files",
+        f"- `{spec['weights']}`: float16 state_dict of `models.organs.unet.UNet3D(n_classes=23, "
+        f"width={spec['width']})`; input clipped HU ({spec['hu_clip']}), no other scaling, "
+        "as the published network.",
+        f"- sha256 `{spec['sha256']}`",
+        f"- spec `organs_base.json`; spacing {spec['spacing_mm']} mm (z, y, x); window input "
+        f"side {spec['input_side']} voxels (output {spec['input_side'] - 88}).",
+        f"- trained channels (ever annotated): {', '.join(spec['trained_channels'])}. The other "
+        "12 channels (abdominal organs the phantoms lack) were trained as always absent; their "
+        "outputs mean nothing.",
+        "",
+        "## Training data",
+        f"- {run['train_phantoms']} phantoms, `generate_case(seed, options=CaseOptions(matrix=128))`"
+        " (about 3 x 3 x 1 mm, 150-350 mm of chest), resampled to 4 mm isotropic (image: box "
+        "average then linear; labels: nearest).",
+        f"- seed ranges: {seeds} (calcium work uses 1001.. and 424242).",
+        f"- sparse sources (training phantom i is source i % 4): {sources}.",
+        "",
+        "## Training",
+        "```",
+        "python -m training.organs.data --out /work/organs/data",
+        f"python -m training.organs.train --data /work/organs/data --out RUN --mode sparse "
+        f"--iterations {run['iterations']} --width {run['width']} --lr {run['lr']} "
+        f"--seed {run['seed']} --patch {' '.join(map(str, run['patch']))}",
+        "python -m training.organs.ship --run RUN --full-run RUN_FULL --transfer TRANSFER "
+        "--real REAL_JSON",
+        "```",
+        f"- {run['iterations']} steps, batch 1, one crop of {run['patch']} input voxels per step "
+        "(output 88 smaller per axis) centred with probability 0.8 on a random annotated "
+        "structure; Adam, lr "
+        f"{run['lr']} with 10 warm-up steps and cosine decay to 5 %; He initialisation; training "
+        "input HU/500, folded into the first convolution on export.",
+        f"- {run['seconds_train'] / 60:.1f} min on one CPU thread (shared 2-core machine).",
+        "- Loss: marginal cross-entropy (Shi et al., MedIA 2021): a voxel of annotated structure c "
+        "gives -log p_c; a voxel the source calls background gives -log(1 - sum of p over the "
+        "source's structures) (the unannotated channels are merged into background), plus the "
+        "soft Dice loss over the source's structures present in the crop. Voxels outside the "
+        "scan are ignored.",
+        "",
+        "![training curve](organs_base_curve.png)",
+        "",
+        "## Held-out Dice (test phantoms, whole volumes)",
+        "",
+        f"Test seeds {run.get('test_seeds')}. Full labels: the same phantoms, steps and settings "
+        "with every structure annotated (`--mode full`), i.e. only the annotations differ.",
+        "",
+        _dice_table(run.get("test_dice", {}), full.get("test_dice") if full else None),
+        "",
+    ]
+    if transfer:
+        lines += [
+            "## Transfer learning (training/organs/transfer.py)",
+            "",
+            "Dice (mean ± sd over 2 seeds) on held-out phantoms for structures the base never saw; "
+            "see README for the setting.",
+            "",
+            transfer.strip(),
+            "",
+        ]
+    if real:
+        lines += ["## Real CT", "", real.get("summary", ""), ""]
+        for case in real.get("cases", []):
+            lines.append(f"- {case['name']}: {case['text']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ship(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = read_json(Path(args.run) / "run.json")
+    full = read_json(Path(args.full_run) / "run.json") if args.full_run else None
+    pt = out / f"{args.stem}.pt"
+    sha = write_weights(Path(args.run), pt)
+    spec = spec_for(run["width"], sha, args.stem)
+    write_json(out / f"{args.stem}.json", spec)
+    shutil.copyfile(Path(args.run) / "curve.png", out / f"{args.stem}_curve.png")
+    transfer = None
+    if args.transfer:
+        transfer = (Path(args.transfer) / "transfer_table.md").read_text()
+    real = read_json(args.real) if args.real else None
+    params = count_parameters(UNet3D(N_CLASSES, run["width"]))
+    text = card(spec, run, full, transfer, real, params, pt.stat().st_size)
+    (out / f"{args.stem}.md").write_text(text)
+    return spec
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--full-run", type=Path, default=None)
+    parser.add_argument("--transfer", type=Path, default=None)
+    parser.add_argument("--real", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "weights")
+    parser.add_argument("--stem", default="organs_base")
+    spec = ship(parser.parse_args(argv))
+    print(f"{spec['weights']}: sha256 {spec['sha256']}")
+
+
+if __name__ == "__main__":
+    main()
