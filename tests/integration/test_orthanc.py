@@ -1,6 +1,9 @@
 """Orthanc as the hospital's PACS, end to end: Orthanc sends a phantom chest CT study to the
-node (REST `POST /modalities/NODE/store`), and the SR, SEG and Secondary Capture come back
-into Orthanc, into the same study. The SR's total equals `ctnode score` on the same series.
+node (REST `POST /modalities/NODE/store`), and the SR, SEG and Secondary Capture of the calcium
+job and the organ SEG of the organs job come back into Orthanc, into the same study. The SR's
+total equals `ctnode score` on the same series. The organ model is the shipped base model when
+models/weights has it, else a random-weight stand-in (tests/organ_models.py) that the node
+loads through [organs] models_dir and model like an imported one.
 Also: a series split over two associations gives one job, the same series sent twice gives
 no second result set, and the job log shows each stage with its time.
 
@@ -25,6 +28,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from models.calcium.inference import WEIGHTS_DIR
 from tests.nodeproc import NodeProcess, free_port, wait_for
+from tests.organ_models import STANDIN_NAME, organ_model
 from tests.orthanc import ORTHANC_AE, Orthanc, require_orthanc
 from tests.tools import REPO
 
@@ -59,6 +63,7 @@ class Site:
     node: NodeProcess
     orthanc: Orthanc
     weights: Path
+    organ_model: str  # [organs] model: "" (the shipped base) or the stand-in's name
     main: Phantom
     split: Phantom
 
@@ -67,6 +72,7 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> Iterator[Site]:
     require_orthanc()
     root = tmp_path_factory.mktemp("site")
+    models_dir, model = organ_model(tmp_path_factory)
     orthanc = Orthanc(root / "orthanc", free_port(), free_port())
     node = NodeProcess(
         root / "node",
@@ -75,6 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> Iterator[Si
             "series": {"complete_after_s": COMPLETE_AFTER_S, "check_interval_s": 0.5},
             "send": {"check_interval_s": 0.5, "backoff_initial_s": 1.0},
             "calcium": {"weights_dir": str(weights), "device": "cpu"},
+            "organs": {"models_dir": str(models_dir), "model": model, "device": "cpu"},
         },
         lists={
             "peers": [
@@ -104,24 +111,27 @@ def site(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> Iterator[Si
             answers = orthanc.upload(phantom.files)
             phantom.study_id = answers[0]["ParentStudy"]
             phantom.instance_ids = [a["ID"] for a in answers]
-        yield Site(node, orthanc, weights, main, split)
+        yield Site(node, orthanc, weights, model, main, split)
     finally:
         orthanc.stop()
         code = node.stop()
     assert code == 0, node.log_text()[-3000:]
 
 
-def jobs_of(node: NodeProcess, series_uid: str) -> list[tuple[int, str]]:
+def jobs_of(node: NodeProcess, series_uid: str, pipeline: str = "calcium") -> list[tuple[int, str]]:
     return node.query(
         "SELECT jobs.id, jobs.state FROM jobs JOIN series ON series.id = jobs.series_id "
-        "WHERE series.series_uid = ? ORDER BY jobs.id",
+        "WHERE series.series_uid = ? AND jobs.pipeline = ? ORDER BY jobs.id",
         series_uid,
+        pipeline,
     )
 
 
-def done_job(node: NodeProcess, series_uid: str, timeout_s: float = 240) -> int:
+def done_job(
+    node: NodeProcess, series_uid: str, timeout_s: float = 240, pipeline: str = "calcium"
+) -> int:
     def finished():
-        rows = jobs_of(node, series_uid)
+        rows = jobs_of(node, series_uid, pipeline)
         return rows[-1] if rows and rows[-1][1] in ("done", "failed") else None
 
     job_id, state = wait_for(finished, timeout_s, f"the job of series {series_uid}")
@@ -137,26 +147,35 @@ def results_in_orthanc(site: Site, phantom: Phantom) -> list[dict]:
     ]
 
 
+def results_of(node: NodeProcess, job_id: int) -> dict[str, tuple[str, str]]:
+    return {
+        kind: (sop_class, sop_uid)
+        for kind, sop_class, sop_uid in node.query(
+            "SELECT kind, sop_class_uid, sop_instance_uid FROM results WHERE job_id = ?", job_id
+        )
+    }
+
+
 def test_orthanc_sends_a_study_and_gets_sr_seg_and_capture_back_in_it(site: Site) -> None:
     answer = site.orthanc.store("NODE", [site.main.study_id])
     assert answer.get("FailedInstancesCount", 0) == 0, answer
     job_id = done_job(site.node, site.main.series_uid)
-    made = {
-        kind: (sop_class, sop_uid)
-        for kind, sop_class, sop_uid in site.node.query(
-            "SELECT kind, sop_class_uid, sop_instance_uid FROM results WHERE job_id = ?", job_id
-        )
-    }
+    organs_job = done_job(site.node, site.main.series_uid, 600, pipeline="organs")
+    made = results_of(site.node, job_id)
     assert {"sr", "capture"} <= set(made)
+    organs_made = results_of(site.node, organs_job)
+    assert set(organs_made) == {"seg"} and organs_made["seg"][0] == SEG_CLASS
+    expected = [uid for _, uid in made.values()] + [organs_made["seg"][1]]
     returned = wait_for(
         lambda: (
-            (found := results_in_orthanc(site, site.main)) and len(found) == len(made) and found
+            (found := results_in_orthanc(site, site.main)) and len(found) == len(expected) and found
         ),
-        30,
+        60,
         "the results in Orthanc",
     )
     # Every result object is in the source study (Orthanc files them under the study's UID).
-    assert {i["sop_class_uid"] for i in returned} == {c for c, _ in made.values()}
+    assert {i["sop_class_uid"] for i in returned} == {c for c, _ in made.values()} | {SEG_CLASS}
+    assert sorted(i["sop_uid"] for i in returned) == sorted(expected)
     assert all(i["modality"] in ("SR", "SEG", "OT", "CT") for i in returned)
     if site.weights == WEIGHTS_DIR:
         # The shipped model's feedback on a category-3 phantom reaches the region threshold
@@ -203,6 +222,8 @@ def test_a_series_split_over_two_associations_gives_one_job(site: Site) -> None:
     site.orthanc.store("NODE", ids[half:])
     job_id = done_job(site.node, site.split.series_uid)
     assert jobs_of(site.node, site.split.series_uid) == [(job_id, "done")]
+    organs_job = done_job(site.node, site.split.series_uid, 600, pipeline="organs")
+    assert jobs_of(site.node, site.split.series_uid, "organs") == [(organs_job, "done")]
     ((count,),) = site.node.query(
         "SELECT instance_count FROM series WHERE series_uid = ?", site.split.series_uid
     )
@@ -218,6 +239,7 @@ def test_the_same_series_sent_twice_gives_no_second_result_set(site: Site) -> No
     # Longer than completion + a scheduler pass: a second job would have been made by now.
     time.sleep(COMPLETE_AFTER_S + 3)
     assert [state for _, state in jobs_of(site.node, site.main.series_uid)] == ["done"]
+    assert [state for _, state in jobs_of(site.node, site.main.series_uid, "organs")] == ["done"]
     ((duplicates,),) = site.node.query(
         "SELECT COUNT(*) FROM events JOIN series ON series.id = events.series_id "
         "WHERE series.series_uid = ? AND events.kind = 'instance.duplicate'",
@@ -242,3 +264,46 @@ def test_the_job_log_shows_each_stage_with_its_time(site: Site) -> None:
     table = site.node.cli("jobs", "show", str(job_id)).stdout
     for text in ("Time in each state", "job.stage.volume", "delivery.sent", "Outputs"):
         assert text in table
+
+
+def test_the_organ_seg_comes_back_coded_on_the_source_frames(site: Site) -> None:
+    """The organs job's SEG in Orthanc: series 9004 in the source study, SNOMED CT coded
+    segments named in plain words, every frame referring to an instance of the source series."""
+    from node.results import codes as rc
+    from node.results.organ_seg import ORGAN_SEG_SERIES_NUMBER
+
+    ((organs_job, state),) = jobs_of(site.node, site.main.series_uid, "organs")
+    assert state == "done"
+    ((seg_uid,),) = site.node.query(
+        "SELECT sop_instance_uid FROM results WHERE job_id = ?", organs_job
+    )
+    found = [i for i in results_in_orthanc(site, site.main) if i["sop_uid"] == seg_uid]
+    assert len(found) == 1
+    ds = pydicom.dcmread(io.BytesIO(site.orthanc.file(found[0]["id"])))
+    assert ds.SOPClassUID == SEG_CLASS and ds.SeriesNumber == ORGAN_SEG_SERIES_NUMBER
+    assert ds.Manufacturer == "ctnode" and ds.SegmentationType == "BINARY"
+    labels = [item.SegmentLabel for item in ds.SegmentSequence]
+    assert "Heart" in labels
+    if site.organ_model == "":  # the shipped base model on a chest phantom
+        assert {"Aorta", "Left lung", "Right lung"} <= set(labels)
+    else:  # the stand-in: every voxel is heart
+        assert labels == ["Heart"]
+    heart = ds.SegmentSequence[labels.index("Heart")]
+    assert heart.SegmentedPropertyTypeCodeSequence[0].CodeValue == "80891009"
+    assert rc.same_code(heart.SegmentedPropertyCategoryCodeSequence[0], rc.ANATOMICAL_STRUCTURE)
+    algorithm = heart.SegmentationAlgorithmIdentificationSequence[0]
+    if site.organ_model == STANDIN_NAME:
+        assert algorithm.AlgorithmName == STANDIN_NAME
+    source_uids = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in site.main.files
+    }
+    referenced = {
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for frame in ds.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced and referenced <= source_uids
+    job = site.node.cli_json("jobs", "show", str(organs_job))
+    messages = {e["kind"]: e["message"] for e in job["events"]}
+    for stage in ("volume", "segment", "results"):
+        assert " s" in messages[f"job.stage.{stage}"]
+    assert " s" in messages["job.stage.segment"] and "heart" in messages["job.stage.segment"]

@@ -138,6 +138,14 @@ def node(tmp_path: Path):
     engine.dispose()
 
 
+def calcium_only(settings):
+    """The embedded routes less the organs rule: one job per series, for the lifecycle tests."""
+    import dataclasses
+
+    routes = tuple(r for r in settings.routes if r.pipeline == "calcium")
+    return dataclasses.replace(settings, routes=routes)
+
+
 def _receive(settings, sessions, series: str, count: int, *, at=None, start: int = 0, **tags):
     """Spool `count` small CT headers of one series and record them as received."""
     for i in range(start, start + count):
@@ -178,7 +186,8 @@ def test_completion_waits_for_the_timeout_then_routes(node) -> None:
     assert complete_and_route(settings, sessions) == []  # still within complete_after_s
     _receive(settings, sessions, "1.2.3.5", 20, at=utcnow() - timedelta(seconds=6))
     _receive(settings, sessions, "1.2.3.6", 20, at=utcnow() - timedelta(seconds=6), Modality="MR")
-    (job_id,) = complete_and_route(settings, sessions)
+    # The embedded routes give a chest CT a calcium job and an organs job.
+    made = complete_and_route(settings, sessions)
     with sessions() as session:
         states = {s.series_uid: s.state for s in session.query(Series)}
         assert states == {
@@ -186,14 +195,16 @@ def test_completion_waits_for_the_timeout_then_routes(node) -> None:
             "1.2.3.5": SeriesState.ROUTED,
             "1.2.3.6": SeriesState.IGNORED,
         }
-        assert session.get(Job, job_id).pipeline == "calcium"
+        assert [session.get(Job, job_id).pipeline for job_id in made] == ["calcium", "organs"]
+        assert {session.get(Job, job_id).series.series_uid for job_id in made} == {"1.2.3.5"}
         report = status(session)
-    assert report["jobs"]["queued"] == 1 and report["series"]["ignored"] == 1
+    assert report["jobs"]["queued"] == 2 and report["series"]["ignored"] == 1
     assert any("modality MR" in p["message"] for p in report["recent_problems"])
 
 
 def test_a_reopened_series_supersedes_its_earlier_job(node) -> None:
     settings, sessions = node
+    settings = calcium_only(settings)
     old = utcnow() - timedelta(seconds=6)
     _receive(settings, sessions, "1.2.3.7", 20, at=old)
     (first,) = complete_and_route(settings, sessions)
@@ -213,6 +224,7 @@ def test_a_reopened_series_supersedes_its_earlier_job(node) -> None:
 
 def test_claims_are_exclusive_and_the_lifecycle_is_logged(node) -> None:
     settings, sessions = node
+    settings = calcium_only(settings)
     _receive(settings, sessions, "1.2.3.8", 20, at=utcnow() - timedelta(seconds=6))
     (job_id,) = complete_and_route(settings, sessions)
     claims: list = []
@@ -253,6 +265,7 @@ def test_claims_are_exclusive_and_the_lifecycle_is_logged(node) -> None:
 
 def test_a_stale_claim_goes_back_to_the_queue(node) -> None:
     settings, sessions = node
+    settings = calcium_only(settings)
     _receive(settings, sessions, "1.2.3.9", 20, at=utcnow() - timedelta(seconds=6))
     (job_id,) = complete_and_route(settings, sessions)
     assert jobs.claim_next(sessions, "dead-worker").id == job_id
