@@ -184,6 +184,14 @@ def score(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="model folder (default: models/weights)")
     ] = None,
+    heart_check: Annotated[
+        str,
+        typer.Option(
+            "--heart-check",
+            help="registration (default) or organs: also flag heart_not_in_field_of_view "
+            "from the [organs] model, as [calcium] heart_check = organs does in the node",
+        ),
+    ] = "registration",
 ) -> None:
     """Score coronary calcium (Agatston) on a CT volume, without any networking."""
     import json
@@ -202,6 +210,10 @@ def score(
         ct = read_ct(path)
         scorer = CalciumScorer(weights or WEIGHTS_DIR)
         result = scorer.score(ct)
+        if heart_check != "registration":
+            from node.segment import add_organ_heart_flag
+
+            add_organ_heart_flag(result, ct, heart_check, _settings(None))
     except (FileNotFoundError, ValueError, ModelFileError, RuntimeError) as error:
         console.print(f"[red]cannot score {path}:[/red] {error}")
         raise typer.Exit(1) from error

@@ -105,7 +105,6 @@ def segment_path(
     import dataclasses
 
     from models.organs.inference import OrganSegmenter
-
     from node.pipelines.organs import heart_flags
     from node.results.organ_seg import build_organ_seg, present_labels
 
@@ -170,3 +169,20 @@ def print_report(console, report: SegmentReport) -> None:
         f"CT {'x'.join(map(str, report.size_xyz))} voxels"
     )
     console.print("Automated segmentation from a synthetic-data model; not a diagnosis.")
+
+
+def add_organ_heart_flag(result, ct: sitk.Image, heart_check: str, settings: Settings) -> None:
+    """`ctnode score --heart-check organs`: segment with the [organs] model and add
+    heart_not_in_field_of_view to the calcium result's flags when the heart is missing or cut
+    (the node's [calcium] heart_check = "organs"). ValueError for another value than
+    registration/organs; registry.ModelFileError (a RuntimeError) without an organ model."""
+    from models.organs.inference import OrganSegmenter
+    from node.config import HEART_CHECKS
+    from node.pipelines.organs import heart_flags
+
+    if heart_check not in HEART_CHECKS:
+        raise ValueError(f"--heart-check: one of {list(HEART_CHECKS)}, got {heart_check!r}")
+    if heart_check == "organs":
+        organs = OrganSegmenter(settings.organs.spec_path(), device=settings.organs.device)
+        flags = heart_flags(organs.segment(ct))
+        result.flags.extend(flag for flag in flags if flag not in result.flags)

@@ -112,3 +112,38 @@ def test_nifti_input_label_map_yes_seg_no(case: Path, site, tmp_path: Path) -> N
     assert not (tmp_path / "x.dcm").exists()
     wrong = segment(site, str(case / "dicom"), "--out", str(tmp_path / "x.png"))
     assert wrong.returncode == 1 and ".nii.gz" in wrong.stdout
+
+
+def test_score_with_the_organ_heart_check(case: Path, tmp_path_factory, weights: Path) -> None:
+    """`ctnode score --heart-check organs` adds the organ-based flag; the stand-in's heart
+    fills the scan, so the scan cuts it. Only with the stand-in: the shipped model's verdict
+    on this phantom is the model's business (its own tests)."""
+    from tests.organ_models import STANDIN_NAME, write_standin
+
+    models_dir = tmp_path_factory.mktemp("score_organ_models")
+    write_standin(models_dir)
+    environ = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CTNODE_ORGANS__MODELS_DIR": str(models_dir),
+        "CTNODE_ORGANS__MODEL": STANDIN_NAME,
+        "CTNODE_ORGANS__DEVICE": "cpu",
+    }
+    command = [sys.executable, "-m", "node.cli", "score", str(case / "dicom"), "--json"]
+    command += ["--weights", str(weights)]
+    runs = {}
+    for check in ("registration", "organs"):
+        proc = subprocess.run(
+            [*command, "--heart-check", check],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=environ,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[check] = json.loads(proc.stdout)
+    assert "heart_not_in_field_of_view" not in runs["registration"]["flags"]
+    assert runs["organs"]["flags"] == [*runs["registration"]["flags"], "heart_not_in_field_of_view"]
+    assert runs["organs"]["agatston_total"] == runs["registration"]["agatston_total"]
