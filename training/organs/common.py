@@ -2,9 +2,12 @@
 loss, crops, whole-volume prediction, Dice, run records and curves.
 
 Input scaling. The published network takes clipped HU with no other scaling (REFERENCE.md 1.B),
-and the shipped weights must keep that contract. Training a normalisation-free network on values
-up to 500 is unstable, so training feeds HU / 500 and `export_state` folds the factor into the
-first convolution (conv(x / 500; W) = conv(x; W / 500)); `import_state` undoes it.
+and the shipped weights must keep that contract. A normalisation-free network trains badly on
+raw HU (values up to 500) and, at width 4, on uncentred input (most of a chest CT is -500 after
+clipping, which leaves most first-layer ReLUs dead at initialisation), so training feeds
+(HU - INPUT_CENTRE) * INPUT_SCALE and `export_state` folds both into the first convolution
+(valid convolutions, so exactly: conv((x - c) s; W) + b = conv(x; s W) + b - c s sum(W));
+`import_state` undoes it.
 
 The loss (`sparse_label_loss`), per sample with annotated structure set A:
 
@@ -38,7 +41,8 @@ from models.labels import UNET_CHANNELS, Label
 from models.organs.unet import CONTEXT_MARGIN, HU_CLIP, UNet3D, valid_input_side
 from training.organs.data import PAD_HU, SPARSE_STRUCTURES
 
-INPUT_SCALE = 1.0 / 500.0
+INPUT_CENTRE = -100.0  # HU; fat ~ 0, air and lung -1.33, soft tissue ~ 0.5, bone ~ 1.7
+INPUT_SCALE = 1.0 / 300.0
 IGNORE = 255
 N_CLASSES = len(UNET_CHANNELS) + 1
 BACKGROUND = N_CLASSES - 1
@@ -68,22 +72,46 @@ def init_weights(net: UNet3D) -> None:
         nn.init.zeros_(conv.bias)
 
 
+@torch.no_grad()
+def data_dependent_init(net: UNet3D, x: torch.Tensor) -> None:
+    """Rescale every 3x3x3 convolution, in forward order, so that its output on `x` has zero
+    mean and unit variance per channel (LSUV-style, Mishkin & Matas 2016). Without
+    normalisation, the positive mean of ReLU outputs otherwise dominates every deeper layer:
+    channels come out nearly constant over space and training sits for hundreds of steps on
+    the class prior."""
+    captured: dict[str, torch.Tensor] = {}
+    for conv in net.conv_layers()[:-1]:
+        handle = conv.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
+        net.logits(x)
+        handle.remove()
+        out = captured["out"]
+        mean = out.mean(dim=(0, 2, 3, 4))
+        std = out.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
+        conv.weight /= std[:, None, None, None, None]
+        conv.bias.copy_((conv.bias - mean) / std)
+
+
 def to_input(hu: np.ndarray) -> np.ndarray:
-    """HU -> what the network trains on: clipped to the published window, scaled by 1/500."""
-    return (np.clip(hu, *HU_CLIP) * INPUT_SCALE).astype(np.float32)
+    """HU -> what the network trains on: clipped to the published window, centred, scaled."""
+    return ((np.clip(hu, *HU_CLIP) - INPUT_CENTRE) * INPUT_SCALE).astype(np.float32)
 
 
 def export_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    """float16 state_dict that takes clipped HU (the input scale folded into enc1a)."""
+    """float16 state_dict that takes clipped HU (the input centring and scale folded into
+    enc1a)."""
     state = {k: v.detach().clone().float() for k, v in net.state_dict().items()}
-    state["enc1a.weight"] = state["enc1a.weight"] * INPUT_SCALE
+    w = state["enc1a.weight"]
+    state["enc1a.bias"] = state["enc1a.bias"] - INPUT_CENTRE * INPUT_SCALE * w.sum(dim=(1, 2, 3, 4))
+    state["enc1a.weight"] = w * INPUT_SCALE
     return {k: v.half() for k, v in state.items()}
 
 
 def import_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of `export_state`: float32 weights that take scaled input."""
     out = {k: v.float().clone() for k, v in state.items()}
-    out["enc1a.weight"] = out["enc1a.weight"] / INPUT_SCALE
+    w = out["enc1a.weight"]
+    out["enc1a.bias"] = out["enc1a.bias"] + INPUT_CENTRE * w.sum(dim=(1, 2, 3, 4))
+    out["enc1a.weight"] = w / INPUT_SCALE
     return out
 
 

@@ -44,12 +44,40 @@ def volumes_ml(labels: np.ndarray, spacing_xyz) -> dict[str, float]:
     return {s.name.lower(): round(float((labels == s).sum()) * voxel_ml, 1) for s in STRUCTURES}
 
 
-def segment(spec: Path, ct: sitk.Image) -> tuple[np.ndarray, float]:
-    from models.organs.inference import OrganSegmenter
-
+def segment(spec: Path, ct: sitk.Image) -> tuple[np.ndarray, float, str]:
+    """Labels on the CT grid, seconds, and which code produced them."""
     start = time.perf_counter()
+    try:
+        from models.organs.inference import OrganSegmenter
+    except ImportError:
+        labels = _own_segment(spec, ct)
+        return labels, time.perf_counter() - start, "training.organs.real._own_segment"
     result = OrganSegmenter(spec, device="cpu").segment(ct)
-    return sitk.GetArrayFromImage(result.labels), time.perf_counter() - start
+    labels = sitk.GetArrayFromImage(result.labels)
+    return labels, time.perf_counter() - start, "models.organs.inference.OrganSegmenter"
+
+
+def _own_segment(spec_path: Path, ct: sitk.Image) -> np.ndarray:
+    """Fallback while the node's inference module is missing: linear resampling to the model
+    spacing, one whole-volume pass by windows, the published post-processing, nearest back."""
+    from models.organs import registry
+    from training.organs.common import postprocess, predict_probs
+
+    net, spec = registry.load_model(spec_path)
+    spacing_xyz = list(reversed(spec.spacing_mm))
+    size = [
+        int(round(n * s / t))
+        for n, s, t in zip(ct.GetSize(), ct.GetSpacing(), spacing_xyz, strict=True)
+    ]
+    grid = sitk.Resample(
+        ct, size, sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(), spacing_xyz,
+        ct.GetDirection(), -1000.0, sitk.sitkFloat32,
+    )  # fmt: skip
+    probs = predict_probs(net, sitk.GetArrayFromImage(grid), scaled_input=False)
+    labels = sitk.GetImageFromArray(postprocess(probs, spec.label_values))
+    labels.CopyInformation(grid)
+    back = sitk.Resample(labels, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(back)
 
 
 def run(spec: Path, real: Path) -> tuple[dict, dict]:
@@ -58,7 +86,7 @@ def run(spec: Path, real: Path) -> tuple[dict, dict]:
     lung = real / "lung_pet_ct_dx_A0001"
     for series in ("series_soft_kernel", "series_lung_kernel"):
         ct = read_series(lung / series)
-        labels, seconds = segment(spec, ct)
+        labels, seconds, method = segment(spec, ct)
         arrays[series] = (sitk.GetArrayFromImage(ct), labels)
         vols = volumes_ml(labels, ct.GetSpacing())
         cases.append(
@@ -84,7 +112,7 @@ def run(spec: Path, real: Path) -> tuple[dict, dict]:
     heart = sitk.Resample(
         sitk.ReadImage(str(folder / "heart.nii.gz")), ct, sitk.Transform(), sitk.sitkNearestNeighbor
     )
-    labels, seconds = segment(spec, ct)
+    labels, seconds, method = segment(spec, ct)
     truth = sitk.GetArrayFromImage(heart) > 0
     arrays["pulmonary_report"] = (sitk.GetArrayFromImage(ct), labels, truth)
     vols = volumes_ml(labels, ct.GetSpacing())
@@ -114,7 +142,8 @@ def run(spec: Path, real: Path) -> tuple[dict, dict]:
                 f"{k} {x}" for k, x in agreement.items()
             )
         case["text"] = text
-    return {"spec": str(spec), "cases": cases}, arrays
+    summary = f"Segmented with {method} (CPU, one thread)."
+    return {"spec": str(spec), "method": method, "summary": summary, "cases": cases}, arrays
 
 
 def figure(arrays: dict, path: Path) -> None:

@@ -1,11 +1,11 @@
 """Ship the sparse-label base model: weights, spec, model card, curve.
 
 python -m training.organs.ship --run DIR [--full-run DIR] [--transfer DIR] [--real FILE]
-                               [--out models/weights] [--stem organs_base]
+                               [--note FILE.md] [--out models/weights] [--stem organs_base]
 
 Reads the training run (`final.pt`, `run.json`, `curve.png` of training.organs.train), writes
-`<stem>.pt` (float16 state_dict that takes clipped HU: the training input scale is folded into
-the first convolution), `<stem>.json` (the spec of models.organs.registry, with the sha256 of
+`<stem>.pt` (float16 state_dict that takes clipped HU: the training input centring and scale
+are folded into the first convolution), `<stem>.json` (the spec of models.organs.registry, with the sha256 of
 the .pt), `<stem>_curve.png` and the model card `<stem>.md`. The card carries the held-out Dice
 per structure, the comparison with the fully labelled run (`--full-run`), the transfer-learning
 table (`--transfer`, training.organs.transfer) and the real-CT results (`--real`,
@@ -79,7 +79,7 @@ def _dice_table(sparse: dict, full: dict | None) -> str:
 
 
 def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: dict | None,
-         params: int, size: int) -> str:  # fmt: skip
+         params: int, size: int, note: str | None = None) -> str:  # fmt: skip
     sources = "; ".join(f"{k}: {', '.join(s.name.lower() for s in v)}" for k, v in SOURCES.items())
     seeds = ", ".join(f"{k} {r.start}-{r.stop - 1}" for k, r in SPLITS.items())
     lines = [
@@ -90,6 +90,7 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         "float16), trained by ctnode on synthetic chest CT phantoms (`training/phantoms`) on one "
         "CPU core. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
         "",
+        *([note.strip(), ""] if note else []),
         "## Files",
         f"- `{spec['weights']}`: float16 state_dict of `models.organs.unet.UNet3D(n_classes=23, "
         f"width={spec['width']})`; input clipped HU ({spec['hu_clip']}), no other scaling, "
@@ -120,8 +121,9 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         f"- {run['iterations']} steps, batch 1, one crop of {run['patch']} input voxels per step "
         "(output 88 smaller per axis) centred with probability 0.8 on a random annotated "
         "structure; Adam, lr "
-        f"{run['lr']} with 10 warm-up steps and cosine decay to 5 %; He initialisation; training "
-        "input HU/500, folded into the first convolution on export.",
+        f"{run['lr']} with 10 warm-up steps and cosine decay to 5 %; He initialisation rescaled on "
+        "two training crops (data-dependent, zero mean and unit variance per channel); training "
+        "input (HU + 100) / 300, folded into the first convolution on export.",
         f"- {run['seconds_train'] / 60:.1f} min on one CPU thread (shared 2-core machine).",
         "- Loss: marginal cross-entropy (Shi et al., MedIA 2021): a voxel of annotated structure c "
         "gives -log p_c; a voxel the source calls background gives -log(1 - sum of p over the "
@@ -153,7 +155,11 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         lines += ["## Real CT", "", real.get("summary", ""), ""]
         for case in real.get("cases", []):
             lines.append(f"- {case['name']}: {case['text']}")
-        lines.append("")
+        lines += [
+            "",
+            "![real CT: predicted labels, reference heart in yellow](organs_base_real.png)",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -172,7 +178,8 @@ def ship(args: argparse.Namespace) -> dict:
         transfer = (Path(args.transfer) / "transfer_table.md").read_text()
     real = read_json(args.real) if args.real else None
     params = count_parameters(UNet3D(N_CLASSES, run["width"]))
-    text = card(spec, run, full, transfer, real, params, pt.stat().st_size)
+    note = Path(args.note).read_text() if args.note else None
+    text = card(spec, run, full, transfer, real, params, pt.stat().st_size, note)
     (out / f"{args.stem}.md").write_text(text)
     return spec
 
@@ -183,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-run", type=Path, default=None)
     parser.add_argument("--transfer", type=Path, default=None)
     parser.add_argument("--real", type=Path, default=None)
+    parser.add_argument("--note", type=Path, default=None, help="markdown put under the title")
     parser.add_argument("--out", type=Path, default=REPO / "models" / "weights")
     parser.add_argument("--stem", default="organs_base")
     spec = ship(parser.parse_args(argv))

@@ -2,10 +2,10 @@
 
 python -m training.organs.transfer --data DIR --base FILE --out DIR
         [--tasks vertebrae esophagus] [--sizes 2 5 10 20] [--modes scratch all finetune]
-        [--seeds 0 1] [--steps 16] [--lr 2e-3] [--lr-finetune 1e-2]
+        [--seeds 0 1] [--steps 24] [--lr 2e-3] [--lr-finetune 1e-2]
         [--report-only | --merge DIR ...]
 
-`--base`: the base model's `final.pt` (training.organs.train; input scaled by 1/500) or a
+`--base`: the base model's `final.pt` (training.organs.train; centred, scaled input) or a
 shipped spec `.json` (its float16 weights take clipped HU and are converted back).
 
 For every task (one new structure + background, 2 output channels), training-set size n, seed
@@ -14,7 +14,8 @@ steps and cosine decay; `--lr` for the modes that train every weight, `--lr-fine
 few fine-tuned layers, whose features are fixed) on crops from n phantoms of the downstream pool
 (training.organs.data seeds 23000-23019; the subset of n is drawn per seed):
 
-* `scratch`: He-initialised network, every weight trained;
+* `scratch`: He initialisation rescaled on the first training crop (common.data_dependent_init),
+  every weight trained;
 * `all`: every layer initialised from the base, every weight trained;
 * `finetune`: initialised from the base, only `UNet3D.fine_tune_layers()` trained (the paper's:
   the last 3x3x3 convolution and the 1x1x1 head); the frozen part is computed once per crop.
@@ -48,6 +49,7 @@ from training.organs.common import (
     IGNORE,
     N_CLASSES,
     crop_at,
+    data_dependent_init,
     dice,
     import_state,
     make_net,
@@ -147,7 +149,11 @@ def fit(
 ) -> tuple[UNet3D, list[float], float]:
     """Train one 2-class network in `mode`; returns it, the losses and the seconds."""
     seed_everything(seed)
-    net = make_net(2, args.width, seed) if mode == "scratch" else transferred(base, args.width)
+    if mode == "scratch":
+        net = make_net(2, args.width, seed)
+        data_dependent_init(net, torch.from_numpy(train_crops[0][0])[None, None])
+    else:
+        net = transferred(base, args.width)
     params = (
         [p for layer in net.fine_tune_layers() for p in layer.parameters()]
         if mode == "finetune"
@@ -338,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--lr", type=float, default=2e-3, help="scratch and all")
     parser.add_argument("--lr-finetune", type=float, default=1e-2)
     parser.add_argument("--width", type=int, default=4)
