@@ -138,8 +138,9 @@ def run(spec: Path, real: Path) -> tuple[dict, dict]:
                 f"({case['heart_reference_ml']} ml)"
             )
         if "kernel_agreement_dice" in case and case["name"].endswith("soft_kernel"):
-            text += "; soft vs sharp kernel agreement (Dice): " + ", ".join(
-                f"{k} {x}" for k, x in agreement.items()
+            text += "; soft vs sharp kernel agreement (Dice): " + (
+                ", ".join(f"{k} {x}" for k, x in agreement.items())
+                or "nothing segmented in either series"
             )
         case["text"] = text
     summary = f"Segmented with {method} (CPU, one thread)."
