@@ -1,9 +1,9 @@
 """`ctnode segment` on a generated phantom DICOM folder (and its NIfTI), both output kinds.
 
-The organ model is the shipped base model when models/weights has it, else the random-weight
-stand-in of tests/organ_models.py (every voxel "heart"), named with --model and found through
-the site configuration's [organs] models_dir, like an imported model. The command runs as a
-subprocess with one torch thread.
+The organ model is the shipped base model when it is installed and finds a heart on a
+phantom, else the random-weight stand-in of tests/organ_models.py (every voxel "heart"), named
+with --model and found through the site configuration's [organs] models_dir, like an imported
+model. The command runs as a subprocess with one torch thread.
 """
 
 from __future__ import annotations
