@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Stated tolerance for the fixed phantoms: the larger of 30 Agatston units and 50 % of the
-# truth, the bound that held for 98 % of the 200 held-out phantoms of the shipped model's
-# evaluation (models/weights/calcium_evaluation.json; max(15, 25 %) held for 88.5 %). A broken
+# truth, the bound that held for 97 % of the 200 held-out phantoms of the shipped model's
+# evaluation (models/weights/calcium_evaluation.json; max(15, 25 %) held for 87.5 %). A broken
 # weight file, preprocessing or inference path misses it by far more.
 ABS_TOLERANCE = 30.0
 REL_TOLERANCE = 0.5
@@ -89,7 +89,7 @@ def test_stated_tolerance_is_what_the_held_out_evaluation_showed() -> None:
         abs(c["predicted"] - c["truth"]) <= max(ABS_TOLERANCE, REL_TOLERANCE * c["truth"])
         for c in cases
     ]
-    assert sum(within) / len(within) >= 0.98
+    assert sum(within) / len(within) >= 0.97
 
 
 def test_feedback_of_a_scan_without_calcium_is_a_zero_map_on_its_grid(tmp_path: Path) -> None:
