@@ -114,9 +114,9 @@ def demo_settings(settings: Settings, data: Path, results_port: int) -> Settings
         results=replace(settings.results, outbox_dir=data / "outbox"),
         peers=(PeerSettings("demo-pacs", DEMO_AE, "127.0.0.1", results_port),),
         destinations=(DestinationSettings("demo-pacs", DEMO_AE, "127.0.0.1", results_port),),
-        # The demo shows the calcium result (SR, SEG, overlay); the organs job a chest CT also
-        # gets on the embedded routes is left out to keep the demo short (`ctnode segment`
-        # shows the organs on the same phantom).
+        # The demo shows the calcium result (SR, SEG, overlay) and keeps to calcium rules, so
+        # an organs rule (commented out of the embedded defaults while the shipped organ model
+        # does not segment) could not lengthen it; `ctnode segment` shows organs offline.
         routes=tuple(route for route in settings.routes if route.pipeline == "calcium"),
     )
 

@@ -84,6 +84,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> Iterator[Si
             "organs": {"models_dir": str(models_dir), "model": model, "device": "cpu"},
         },
         lists={
+            # The embedded defaults route calcium only; a site with an organ model adds the
+            # organs rule config.toml offers commented out.
+            "routes": [
+                {"name": "chest-ct-calcium", "pipeline": "calcium"},
+                {"name": "chest-ct-organs", "pipeline": "organs"},
+            ],
             "peers": [
                 {
                     "name": "pacs",

@@ -78,6 +78,26 @@ def test_routes_from_a_site_file_and_their_checks(tmp_path: Path) -> None:
     site.write_text('[[routes]]\nname = "x"\npipeline = "organs-v9"\n')
     with pytest.raises(ConfigError, match="pipeline"):
         load_settings(site, environ={})
+
+
+def test_organs_rule_is_commented_out_of_the_defaults_and_valid_when_a_site_adds_it(
+    tmp_path: Path,
+) -> None:
+    """The shipped organ model does not segment yet, so the embedded defaults route calcium
+    only; the organs rule in config.toml, uncommented into a site file, is a valid rule."""
+    assert [r.pipeline for r in load_settings(environ={}).routes] == ["calcium"]
+    text = (Path(__file__).resolve().parents[2] / "config.toml").read_text()
+    calcium = text[text.index("\n[[routes]]\n") : text.index("# Organ segmentation is not routed")]
+    block = text[text.index('# [[routes]]\n# name = "chest-ct-organs"') :]
+    organs = [line[2:] for line in block.splitlines()[:10]]
+    site = tmp_path / "site.toml"
+    site.write_text(calcium + "\n".join(organs) + "\n")
+    routes = load_settings(site, environ={}).routes
+    assert [(r.name, r.pipeline) for r in routes] == [
+        ("chest-ct-calcium", "calcium"),
+        ("chest-ct-organs", "organs"),
+    ]
+    assert routes[1].description_exclude == routes[0].description_exclude
     site.write_text('[[routes]]\nname = "x"\npipeline = "calcium"\nmodalities = "CT"\n')
     with pytest.raises(ConfigError, match="modalities"):
         load_settings(site, environ={})
@@ -138,8 +158,16 @@ def node(tmp_path: Path):
     engine.dispose()
 
 
+def with_organs_rule(settings):
+    """The embedded routes plus the organs rule config.toml offers commented out."""
+    import dataclasses
+
+    organs = RouteSettings("chest-ct-organs", "organs")
+    return dataclasses.replace(settings, routes=(*settings.routes, organs))
+
+
 def calcium_only(settings):
-    """The embedded routes less the organs rule: one job per series, for the lifecycle tests."""
+    """The routes less any organs rule: one job per series, for the lifecycle tests."""
     import dataclasses
 
     routes = tuple(r for r in settings.routes if r.pipeline == "calcium")
@@ -186,7 +214,8 @@ def test_completion_waits_for_the_timeout_then_routes(node) -> None:
     assert complete_and_route(settings, sessions) == []  # still within complete_after_s
     _receive(settings, sessions, "1.2.3.5", 20, at=utcnow() - timedelta(seconds=6))
     _receive(settings, sessions, "1.2.3.6", 20, at=utcnow() - timedelta(seconds=6), Modality="MR")
-    # The embedded routes give a chest CT a calcium job and an organs job.
+    # With the organs rule a site adds, a chest CT gets a calcium job and an organs job.
+    settings = with_organs_rule(settings)
     made = complete_and_route(settings, sessions)
     with sessions() as session:
         states = {s.series_uid: s.state for s in session.query(Series)}
