@@ -301,8 +301,9 @@ def test_capture(phantom: Phantom, tmp_path: Path) -> None:
 
     # It shows the slice with the most calcium and says which instance that is.
     k = choose_slice(phantom.result, phantom.ct)
+    # A copy, not a view: a view of the temporary pasted image would outlive its memory.
     counted_per_slice = sum(
-        sitk.GetArrayViewFromImage(paste_into_scan(f, phantom.ct)).sum(axis=(1, 2))
+        sitk.GetArrayFromImage(paste_into_scan(f, phantom.ct)).sum(axis=(1, 2))
         for f in phantom.result.feedback.values()
     )
     assert k == int(np.argmax(counted_per_slice))
