@@ -1,7 +1,10 @@
-"""The issue's baseline: a minimal pynetdicom C-STORE receiver (pynetdicom's documented storage
-SCP: decode the dataset, save it as a Part 10 file; no fsync, no database, no checks).
+"""The issue's baseline: a minimal pynetdicom C-STORE receiver (no fsync, no database, no checks).
 
-python tests/bench/minimal_pynetdicom_scp.py PORT OUT_DIR
+Two modes, the two minimal receivers of REFERENCE.md section 5: `raw` writes the received bytes
+as a Part 10 file without decoding them (the issue's 1 : 4.6 baseline), `decode` is pynetdicom's
+documented storage SCP (decode the dataset, save it again).
+
+python tests/bench/minimal_pynetdicom_scp.py PORT OUT_DIR raw|decode
 Prints "ready" once it listens; runs until killed. Run beside `ctnode serve` by
 test_bench_node_receive so the ratio is measured, not assumed.
 """
@@ -14,13 +17,20 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 
 def main() -> None:
-    port, out = int(sys.argv[1]), Path(sys.argv[2])
+    port, out, mode = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 
-    def handle_store(event: evt.Event) -> int:
+    def save_decoded(event: evt.Event) -> int:
         dataset = event.dataset
         dataset.file_meta = event.file_meta
         dataset.save_as(out / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
         return 0x0000
+
+    def save_raw(event: evt.Event) -> int:
+        path = out / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        path.write_bytes(event.encoded_dataset(include_meta=True))
+        return 0x0000
+
+    handle_store = {"raw": save_raw, "decode": save_decoded}[mode]
 
     ae = AE(ae_title="MINIMAL")
     ae.supported_contexts = AllStoragePresentationContexts

@@ -31,6 +31,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from node.scu import nodelay_handlers
+from node.spool import instance_relative_path
 from tests.tools import REPO, require_tool
 
 PHANTOM_SLICES = 12
@@ -243,6 +244,40 @@ def test_malformed_instance_gets_a_failure_status_and_an_event(
     ) == [(0,)]
     assert not list(node.spool.parent.glob("**/escape*"))
     assert not list(node.spool.rglob(f"{dataset.SOPInstanceUID}*"))
+
+
+def test_a_spool_write_failure_is_refused_and_a_resend_is_stored(
+    node: RunningNode, phantom: list[Path], tmp_path: Path
+) -> None:
+    """The file is written beside the database row (overlapping its fsync with the row): when
+    the write fails, the sender gets Out of Resources and the row is rolled back."""
+    dataset = pydicom.dcmread(phantom[0])
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = tmp_path / "one.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    relative = instance_relative_path(
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID
+    )
+    blocker = node.spool / relative.parent  # a file where the series folder has to go
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"")
+    count = "SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ?"
+
+    proc = _dcmtk("storescu", "-v", "-aec", "CTNODE", "127.0.0.1", str(node.port), str(path))
+    assert "OutOfResources" in proc.stdout + proc.stderr
+    assert node.query(count, dataset.SOPInstanceUID) == [(0,)]
+    events = node.query(
+        "SELECT message FROM events WHERE kind = 'instance.rejected' AND message LIKE ?",
+        f"%{dataset.SOPInstanceUID}: cannot write to the spool%",
+    )
+    assert len(events) == 1
+
+    blocker.unlink()
+    proc = _dcmtk("storescu", "-v", "-aec", "CTNODE", "127.0.0.1", str(node.port), str(path))
+    assert "Received Store Response (Success)" in proc.stdout + proc.stderr
+    assert node.query(count, dataset.SOPInstanceUID) == [(1,)]
+    assert (node.spool / relative).read_bytes()[128:132] == b"DICM"
 
 
 @pytest.mark.parametrize(
