@@ -8,6 +8,7 @@ that assembly can read each slice straight into its place in the volume.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -27,6 +29,8 @@ LEGACY_ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.2"
 CT_STORAGE = frozenset({CT_IMAGE, ENHANCED_CT_IMAGE, LEGACY_ENHANCED_CT_IMAGE})
 PIXEL_DATA_TAG = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
+_BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "OB", "OW", "SQ", "US or SS", "US or SS or OW"})
+_INTEGER_CODES = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,13 @@ def read_frame_headers(path: Path) -> list[FrameHeader]:
             raise InvalidDicomError("no DICOM elements")
         pixel_offset = _native_pixel_offset(fp, ds)
     sop_class = _uid(ds, "SOPClassUID") or str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    rows, columns = int(_value(ds, "Rows") or 0), int(_value(ds, "Columns") or 0)
     if not rows or not columns:
         return [_record(path, None, ds, sop_class, None, _frame_geometry(ds), 0, 0)]
     layout = _pixel_layout(ds, pixel_offset)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _integer(_value(ds, "NumberOfFrames")) or 1
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") if n_frames > 1 or shared else None
     if per_frame is None or n_frames == 1 and shared is None:
         geometry = _frame_geometry(ds)
         return [_record(path, None, ds, sop_class, layout, geometry, rows, columns)]
@@ -179,14 +183,15 @@ def _native_pixel_offset(fp, ds: Dataset) -> int | None:
 
 def _pixel_layout(ds: Dataset, native_offset: int | None) -> PixelLayout:
     syntax = ds.file_meta.get("TransferSyntaxUID") if ds.get("file_meta") else None
-    padding = ds.get("PixelPaddingValue")
-    limit = ds.get("PixelPaddingRangeLimit")
+    padding = _value(ds, "PixelPaddingValue")
+    limit = _value(ds, "PixelPaddingRangeLimit")
+    bits_allocated = _integer(_value(ds, "BitsAllocated")) or 16
     return PixelLayout(
         transfer_syntax=str(syntax or "1.2.840.10008.1.2"),
-        bits_allocated=int(ds.get("BitsAllocated", 16)),
-        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
-        signed=int(ds.get("PixelRepresentation", 0)) == 1,
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+        bits_allocated=bits_allocated,
+        bits_stored=_integer(_value(ds, "BitsStored")) or bits_allocated,
+        signed=_integer(_value(ds, "PixelRepresentation")) == 1,
+        samples_per_pixel=_integer(_value(ds, "SamplesPerPixel")) or 1,
         native_offset=native_offset,
         padding_value=int(padding) if padding is not None else None,
         padding_limit=int(limit) if limit is not None else None,
@@ -205,23 +210,34 @@ class _Geometry:
     kernel: str
 
 
+@functools.cache
+def _tag(keyword: str) -> BaseTag:
+    return BaseTag(tag_for_keyword(keyword))  # type: ignore[arg-type]
+
+
 def _value(ds: Dataset, keyword: str):
-    """An element's value without pydicom's per-element conversion where it is still raw text.
+    """An element's value without pydicom's per-element conversion where it is still raw.
 
     Header scanning is the slowest part of assembly (pydicom's conversion of ~40 elements
     per file costs more than parsing the file); the text VRs used here (UI, CS, DS, IS, LO,
-    SH, DA, TM, DT) are decoded directly, backslash-separated as stored. Anything pydicom
-    has already converted is returned as it is."""
-    element = ds.get_item(keyword)
+    SH, DA, TM, DT) are decoded directly, backslash-separated as stored, and single binary
+    integers (US, SS, UL, SL) are unpacked in the dataset's byte order. Anything pydicom has
+    already converted, and whatever else is raw (an ambiguous 'US or SS' in an implicit VR
+    file, several values), goes through pydicom."""
+    element = ds.get_item(_tag(keyword))
     if element is None:
         return None
     value = element.value
+    if not isinstance(value, bytes):
+        return value
     vr = element.VR or dictionary_VR(element.tag)  # implicit VR files carry no VR
-    if isinstance(value, bytes) and vr not in ("US", "SS", "UL", "SL", "OB", "OW", "SQ"):
+    if vr not in _BINARY_VRS:
         return value.decode("latin-1").strip(" \x00")
-    if isinstance(value, bytes):
-        return ds.get(keyword)  # binary VRs: let pydicom apply the byte order
-    return value
+    code = _INTEGER_CODES.get(vr)
+    if code is not None and len(value) == struct.calcsize(code):
+        little_endian = ds.original_encoding[1] is not False
+        return struct.unpack(("<" if little_endian else ">") + code, value)[0]
+    return ds.get(keyword)  # let pydicom resolve the VR and apply the byte order
 
 
 def _parts(value) -> list:

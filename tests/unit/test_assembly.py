@@ -9,14 +9,22 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from node.assembly import assemble
+from node.dicom_headers import read_frame_headers
 from node.dicom_stacks import find_stacks
 from node.pixels import AIR_HU
 from node.selection import kernel_class
 from node.stack_geometry import AssemblyError, plan_geometry
-from tests.synthetic_dicom import enhanced_ct, hu_volume, write_series
+from tests.synthetic_dicom import ct_slice, enhanced_ct, hu_volume, write_series
 
 
 def only_stack(folder: Path, **options):
@@ -178,6 +186,28 @@ def test_padding_unsigned_and_out_of_field_become_air(tmp_path: Path) -> None:
     unsigned = np.clip(hu_volume(3), -1024, 3071)
     write_series(tmp_path / "unsigned", unsigned, signed=False, intercept=-1024)
     assert np.array_equal(array(assemble(only_stack(tmp_path / "unsigned")).image), unsigned)
+
+
+@pytest.mark.parametrize(
+    ("syntax", "implicit_vr", "little_endian"),
+    [
+        (ImplicitVRLittleEndian, True, True),  # no VR in the file: 'US or SS' from the dictionary
+        (ExplicitVRBigEndian, False, False),
+    ],
+)
+def test_binary_header_values_in_other_encodings(
+    tmp_path: Path, syntax: str, implicit_vr: bool, little_endian: bool
+) -> None:
+    """The header scan unpacks US/SS values itself; byte order and implicit VR must hold."""
+    hu = hu_volume(1, rows=20, columns=30)
+    ds = ct_slice(hu[0], (0.0, 0.0, 0.0), series_uid=generate_uid(), instance=7, padding=-2000)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(tmp_path / "one", implicit_vr=implicit_vr, little_endian=little_endian)
+    (frame,) = read_frame_headers(tmp_path / "one")
+    assert (frame.rows, frame.columns, frame.instance_number) == (20, 30, 7)
+    layout = frame.pixels
+    assert (layout.bits_allocated, layout.bits_stored, layout.signed) == (16, 16, True)
+    assert (layout.samples_per_pixel, layout.padding_value) == (1, -2000)
 
 
 def test_slope_and_intercept(tmp_path: Path) -> None:
