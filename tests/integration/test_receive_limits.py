@@ -88,3 +88,16 @@ def test_a_taken_port_fails_start_and_leaves_nothing_running(tmp_path: Path) -> 
         with pytest.raises(OSError):
             service.start()
     assert service.components == [] and service.engine is None
+
+
+def test_accepted_connections_have_nagle_off(service: Service) -> None:
+    """The node's answers are small writes; with Nagle on they could wait for a delayed ACK."""
+    held = _hold_association(service.receiver.address[1])
+    try:
+        server = service.receiver._server
+        assert server is not None
+        (accepted,) = server.active_associations
+        sock = accepted.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        held.release()
