@@ -36,7 +36,7 @@ def assemble(stack: Stack, missing_slices: str = "refuse") -> AssembledStack:
             _fill_resampled(volume, geometry)
         else:
             for index, frame in enumerate(geometry.frames):
-                volume[index] = to_hu(read_stored(frame), frame)
+                to_hu(read_stored(frame), frame, out=volume[index])
     except PixelDataError as error:
         raise AssemblyError(str(error)) from error
     image = sitk.GetImageFromArray(volume)

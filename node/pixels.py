@@ -53,27 +53,59 @@ def _read_native(frame: FrameHeader, layout: PixelLayout) -> np.ndarray:
     if unused > 0:
         # Bits above High Bit are not pixel data (PS3.5 8.1.1): sign-extend or mask them.
         if layout.signed:
-            values = (values << unused) >> unused
+            values <<= unused
+            values >>= unused
         else:
-            values = values & np.array((1 << layout.bits_stored) - 1, dtype)
+            values &= np.array((1 << layout.bits_stored) - 1, dtype)
     return values
 
 
-def to_hu(stored: np.ndarray, frame: FrameHeader) -> np.ndarray:
+def to_hu(stored: np.ndarray, frame: FrameHeader, out: np.ndarray | None = None) -> np.ndarray:
     """HU = stored x slope + intercept, as int16, with padding and anything below air -> air.
 
+    Written into `out` (an int16 rows x columns array, e.g. a slice of the volume) when given.
     Padding is recognised on stored values (PixelPaddingValue, or the range up to
     PixelPaddingRangeLimit); scanners that mark the outside of the field of view without it
     use -2000, -2048 or -3024 HU, which the clip to air catches."""
+    if out is None:
+        out = np.empty(stored.shape, np.int16)
     layout = frame.pixels
-    if frame.slope == 1.0 and float(frame.intercept).is_integer():
-        hu = stored.astype(np.int32) + int(frame.intercept)
-    else:
-        hu = np.rint(stored * frame.slope + frame.intercept).astype(np.int32)
+    padding = None
     if layout is not None and layout.padding_value is not None:
         low = layout.padding_value
         high = layout.padding_limit if layout.padding_limit is not None else low
-        low, high = min(low, high), max(low, high)
-        hu[(stored >= low) & (stored <= high)] = AIR_HU
-    np.clip(hu, AIR_HU, INT16_MAX, out=hu)
-    return hu.astype(np.int16)
+        padding = (stored >= min(low, high)) & (stored <= max(low, high))
+    if _fits_int16(stored, frame):
+        # The common case (slope 1, integer intercept, 12-16 stored bits): computed in place in
+        # int16. Each temporary of a 512 x 512 slice is a fresh mmap and its page faults, which
+        # cost more than the arithmetic, so the general path below is kept for the rest.
+        out[...] = stored
+        out += np.int16(int(frame.intercept))
+    else:
+        if frame.slope == 1.0 and float(frame.intercept).is_integer():
+            hu = stored.astype(np.int32) + int(frame.intercept)
+        else:
+            hu = np.rint(stored * frame.slope + frame.intercept).astype(np.int32)
+        np.clip(hu, AIR_HU, INT16_MAX, out=hu)
+        out[...] = hu
+    if padding is not None:
+        out[padding] = AIR_HU
+    np.maximum(out, AIR_HU, out=out)
+    return out
+
+
+def _fits_int16(stored: np.ndarray, frame: FrameHeader) -> bool:
+    """Whether stored + intercept stays within int16 for every value the stored bits allow."""
+    layout = frame.pixels
+    if layout is None or frame.slope != 1.0 or not float(frame.intercept).is_integer():
+        return False
+    if stored.dtype.kind not in "iu" or layout.bits_stored > 16:
+        return False
+    bits = layout.bits_stored
+    low, high = (
+        (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if layout.signed else (0, (1 << bits) - 1)
+    )
+    if stored.dtype.kind == "u" and high > INT16_MAX:
+        return False  # 16 stored bits unsigned: values above 32767 would wrap when copied
+    intercept = int(frame.intercept)
+    return low + intercept >= np.iinfo(np.int16).min and high + intercept <= INT16_MAX

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -19,9 +20,9 @@ from pydicom.uid import (
 )
 
 from node.assembly import assemble
-from node.dicom_headers import read_frame_headers
+from node.dicom_headers import PixelLayout, read_frame_headers
 from node.dicom_stacks import find_stacks
-from node.pixels import AIR_HU
+from node.pixels import AIR_HU, to_hu
 from node.selection import kernel_class
 from node.stack_geometry import AssemblyError, plan_geometry
 from tests.synthetic_dicom import ct_slice, enhanced_ct, hu_volume, write_series
@@ -208,6 +209,34 @@ def test_binary_header_values_in_other_encodings(
     layout = frame.pixels
     assert (layout.bits_allocated, layout.bits_stored, layout.signed) == (16, 16, True)
     assert (layout.samples_per_pixel, layout.padding_value) == (1, -2000)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits_stored", "signed", "slope", "intercept", "padding"),
+    [
+        (np.uint16, 12, False, 1.0, -1024.0, None),  # in place in int16
+        (np.uint16, 16, False, 1.0, -32768.0, None),  # values above 32767: the int32 path
+        (np.int16, 16, True, 1.0, -1024.0, None),  # could leave int16: the int32 path
+        (np.int16, 16, True, 1.0, 0.0, -2000),  # in place, with padding
+        (np.uint16, 12, False, 0.5, -1024.0, 0),  # non-unit slope, padding on stored value 0
+    ],
+)
+def test_hounsfield_conversion_matches_the_formula(
+    dtype, bits_stored: int, signed: bool, slope: float, intercept: float, padding
+) -> None:
+    info = np.iinfo(dtype)
+    low = info.min if signed else 0
+    high = (1 << (bits_stored - 1)) - 1 if signed else (1 << bits_stored) - 1
+    stored = np.random.default_rng(0).integers(low, high, (64, 64), endpoint=True).astype(dtype)
+    stored[0, :4] = [low, high, padding or 0, 0]
+    layout = PixelLayout("1.2.840.10008.1.2.1", 16, bits_stored, signed, 1, 0, padding, None)
+    frame = SimpleNamespace(pixels=layout, slope=slope, intercept=intercept)
+    expected = np.clip(np.rint(stored * slope + intercept), AIR_HU, np.iinfo(np.int16).max)
+    if padding is not None:
+        expected[stored == padding] = AIR_HU
+    out = np.full((64, 64), 7, np.int16)
+    assert to_hu(stored, frame, out=out) is out
+    assert np.array_equal(out, expected.astype(np.int16))
 
 
 def test_slope_and_intercept(tmp_path: Path) -> None:
