@@ -230,7 +230,9 @@ def _value(ds: Dataset, keyword: str):
     value = element.value
     if not isinstance(value, bytes):
         return value
-    vr = element.VR or dictionary_VR(element.tag)  # implicit VR files carry no VR
+    vr = element.VR
+    if not vr or vr == "UN":  # implicit VR files carry none; UN: the sender did not know it
+        vr = dictionary_VR(element.tag)
     if vr not in _BINARY_VRS:
         return value.decode("latin-1").strip(" \x00")
     code = _INTEGER_CODES.get(vr)

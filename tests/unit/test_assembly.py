@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import (
     ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -194,6 +196,7 @@ def test_padding_unsigned_and_out_of_field_become_air(tmp_path: Path) -> None:
     [
         (ImplicitVRLittleEndian, True, True),  # no VR in the file: 'US or SS' from the dictionary
         (ExplicitVRBigEndian, False, False),
+        (ExplicitVRLittleEndian, False, True),  # with PixelPaddingValue stored as UN
     ],
 )
 def test_binary_header_values_in_other_encodings(
@@ -204,6 +207,12 @@ def test_binary_header_values_in_other_encodings(
     ds = ct_slice(hu[0], (0.0, 0.0, 0.0), series_uid=generate_uid(), instance=7, padding=-2000)
     ds.file_meta.TransferSyntaxUID = syntax
     ds.save_as(tmp_path / "one", implicit_vr=implicit_vr, little_endian=little_endian)
+    if not implicit_vr and little_endian:  # PixelPaddingValue as UN, as a PACS may forward it
+        data = (tmp_path / "one").read_bytes()
+        as_ss = struct.pack("<HH2sH", 0x0028, 0x0120, b"SS", 2)
+        as_un = struct.pack("<HH2sHI", 0x0028, 0x0120, b"UN", 0, 2)
+        assert data.count(as_ss) == 1
+        (tmp_path / "one").write_bytes(data.replace(as_ss, as_un))
     (frame,) = read_frame_headers(tmp_path / "one")
     assert (frame.rows, frame.columns, frame.instance_number) == (20, 30, 7)
     layout = frame.pixels
