@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import PeerSettings, Settings
 from node.db import add_received_instance, find_instance, record_event, write_session
+from node.receive_socket import receive_socket_handlers
 from node.scu import nodelay_handlers
 from node.spool import (
     InvalidUIDError,
@@ -413,6 +414,7 @@ class Receiver:
     def start(self) -> None:
         handlers = [
             *nodelay_handlers(),  # Nagle off on accepted connections too (DESIGN.md conventions)
+            *receive_socket_handlers(),  # PDUs read as they arrive, in one buffer each
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_closed),

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from node.config import Settings, load_settings
 from node.db import Event
+from node.receive_socket import ReceiveSocket
 from node.scu import nodelay_handlers
 from node.service import Service
 from tests.tools import require_tool
@@ -99,5 +100,19 @@ def test_accepted_connections_have_nagle_off(service: Service) -> None:
         (accepted,) = server.active_associations
         sock = accepted.dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        held.release()
+
+
+def test_accepted_connections_read_with_the_receive_socket(service: Service) -> None:
+    """The tuning of node/receive_socket.py is in place (a pynetdicom upgrade could undo it)."""
+    held = _hold_association(service.receiver.address[1])
+    try:
+        server = service.receiver._server
+        assert server is not None
+        (accepted,) = server.active_associations
+        assert type(accepted.dul.socket) is ReceiveSocket
+        assert accepted.dul._run_loop_delay == 0  # the waiting happens in ReceiveSocket.ready
+        assert held.send_c_echo().Status == 0x0000  # and the association works through it
     finally:
         held.release()

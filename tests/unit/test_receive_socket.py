@@ -1,0 +1,69 @@
+"""The listener's association socket: exact PDU reads in one buffer, waiting for data in select()."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+
+from node.receive_socket import WAIT_S, ReceiveSocket
+
+
+@pytest.fixture
+def connected() -> tuple[ReceiveSocket, socket.socket]:
+    ours, peer = socket.socketpair()
+    receive_socket = ReceiveSocket(Association(AE(), MODE_ACCEPTOR), client_socket=ours)
+    yield receive_socket, peer
+    receive_socket.close()
+    peer.close()
+
+
+def test_a_pdu_sent_in_pieces_is_read_whole_and_exactly(connected) -> None:
+    receive_socket, peer = connected
+    pdu = bytes(range(256)) * 4096  # 1 MB, larger than the socket buffers: read while sent
+    trailing = b"next PDU"
+
+    def send_in_pieces() -> None:
+        for start in range(0, len(pdu), 100_000):
+            peer.sendall(pdu[start : start + 100_000])
+            time.sleep(0.001)
+        peer.sendall(trailing)
+
+    sender = threading.Thread(target=send_in_pieces)
+    sender.start()
+    data = receive_socket.recv(len(pdu))
+    sender.join()
+    assert isinstance(data, bytearray)
+    assert data == pdu
+    assert receive_socket.recv(len(trailing)) == trailing  # nothing read beyond what was asked
+
+
+def test_a_connection_closed_mid_pdu_gives_the_bytes_that_came(connected) -> None:
+    receive_socket, peer = connected
+    peer.sendall(b"\x04\x00\x00\x00")
+    peer.close()
+    assert receive_socket.recv(6) == b"\x04\x00\x00\x00"  # pynetdicom then reports the short read
+
+
+def test_ready_waits_for_data_and_says_so(connected) -> None:
+    receive_socket, peer = connected
+    assert receive_socket.ready is False  # nothing sent: False once WAIT_S has passed
+    threading.Timer(WAIT_S / 4, peer.sendall, args=(b"\x05",)).start()
+    deadline = time.monotonic() + 5
+    while not receive_socket.ready:  # the byte is seen by a waiting call, not after a sleep
+        assert time.monotonic() < deadline
+    assert receive_socket.recv(1) == b"\x05"
+
+
+def test_ready_on_a_closed_socket_is_false_without_spinning(connected) -> None:
+    receive_socket, _ = connected
+    receive_socket.close()
+    start = time.monotonic()
+    assert receive_socket.ready is False
+    # It sleeps WAIT_S: the DUL loop, whose own sleep the node sets to 0, must not spin.
+    assert time.monotonic() - start >= WAIT_S * 0.9
