@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import SimpleITK as sitk
+from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from node.assembly import assemble
 from node.config import AssemblySettings
@@ -67,40 +70,63 @@ def plan_as_dict(plan: VolumePlan) -> dict:
     }
 
 
+def _mm(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _pixel_and_increment(spacing: list[float]) -> tuple[str, str]:
+    """'0.488' (or '0.5x0.6' when rows and columns differ) and the slice increment, in mm."""
+    if not spacing:
+        return "-", "-"
+    columns, rows, increment = spacing
+    pixel = _mm(columns) if abs(columns - rows) < 1e-4 else f"{_mm(columns)}x{_mm(rows)}"
+    return pixel, _mm(increment)
+
+
 def print_plan(plan: VolumePlan, console: Console, title: str) -> None:
+    """The plan for a person at a server's terminal (80 columns are enough): one short table
+    of the stacks' geometry, then each stack's decision and notes as wrapped lines."""
     report = plan_as_dict(plan)
-    table = Table(title=f"Stacks in {title}")
-    for column in ("stack", "images", "plane", "kernel", "thick", "size", "spacing mm", "notes"):
-        table.add_column(column)
-    table.add_column("decision", overflow="fold")
+    table = Table(
+        title=f"Stacks in {title}",
+        caption="thick: slice thickness, step: slice increment, pixel: pixel size (mm)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),  # two spaces between columns: 80 terminal columns are enough
+        pad_edge=False,
+    )
+    for column in ("stack", "images", "plane", "kernel", "thick", "step", "pixel", "size"):
+        table.add_column(column, no_wrap=True)
     for item in report["stacks"]:
-        size = "x".join(str(v) for v in item.get("size", [])) or "-"
-        spacing = "x".join(f"{v:g}" for v in item.get("spacing_mm", [])) or "-"
-        notes = "; ".join(item.get("notes", [])) or ("" if not item["error"] else item["error"])
-        thickness = f"{item['thickness_mm']:g}" if item["thickness_mm"] else "-"
-        decision = item["decision"]
-        style = "green" if decision.startswith("chosen") else None
+        pixel, increment = _pixel_and_increment(item.get("spacing_mm", []))
         table.add_row(
             item["label"],
             str(item["images"]),
             item["plane"],
             f"{item['kernel']} ({item['kernel_class']})",
-            thickness,
-            size,
-            spacing,
-            notes,
-            f"[{style}]{decision}[/{style}]" if style else decision,
+            f"{item['thickness_mm']:g}" if item["thickness_mm"] else "-",
+            increment,
+            pixel,
+            "x".join(str(v) for v in item.get("size", [])) or "-",
         )
     console.print(table)
+    for item in report["stacks"]:
+        line = Text(f"{item['label']}: ", style="bold")
+        chosen = item["decision"].startswith("chosen")
+        line.append(item["decision"] or "-", style="green" if chosen else None)
+        console.print(line)
+        for note in item.get("notes", []):
+            console.print(Padding(Text(f"note: {note}"), (0, 0, 0, 2)))
+        if item["error"]:
+            console.print(Padding(Text(f"error: {item['error']}", style="red"), (0, 0, 0, 2)))
     chosen = report["chosen_for_calcium"]
     console.print(f"calcium scoring: {'stack ' + chosen if chosen else 'no suitable stack'}")
     if report["excluded"]:
-        excluded = Table(title="Excluded")
-        for column in ("series", "images", "reason", "series UID"):
-            excluded.add_column(column)
+        console.print(Text("Excluded", style="bold"))
         for item in report["excluded"]:
-            excluded.add_row(item["label"], str(item["images"]), item["reason"], item["series_uid"])
-        console.print(excluded)
+            images = f"{item['images']} image{'s' if item['images'] != 1 else ''}"
+            console.print(Text(f"  {item['label']} ({images}): {item['reason']}"))
+            if item["series_uid"]:
+                console.print(Text(f"    series {item['series_uid']}", style="dim"))
     if report["unreadable"]:
         console.print(f"{len(report['unreadable'])} files are not DICOM images (skipped)")
 
