@@ -10,9 +10,10 @@ storescu, 300 slices of 512 x 512 over one association on the 2-core development
 median of 6 alternating rounds: `ctnode serve` 2.79 s -> 2.48 s (README, Node benchmarks).
 
 `receive_socket_handlers()` gives the listener an EVT_CONN_OPEN handler that switches each
-accepted connection's socket to this class. It leaves alone any socket that is not exactly pynetdicom's
-plain AssociationSocket (a TLS socket, or a newer pynetdicom's own), which then keeps working as
-pynetdicom made it, only without the tuning; a test checks that the node's sockets are switched.
+accepted connection's socket to this class. It leaves alone any socket that is not exactly
+pynetdicom's plain AssociationSocket (a TLS socket, or a newer pynetdicom's own), which then
+keeps working as pynetdicom made it, only without the tuning; a test checks that the node's
+sockets are switched.
 """
 
 from __future__ import annotations
