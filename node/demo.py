@@ -116,7 +116,7 @@ def demo_settings(settings: Settings, data: Path, results_port: int) -> Settings
         destinations=(DestinationSettings("demo-pacs", DEMO_AE, "127.0.0.1", results_port),),
         # The demo shows the calcium result (SR, SEG, overlay) and keeps to calcium rules, so
         # an organs rule (commented out of the embedded defaults while the shipped organ model
-        # does not segment) could not lengthen it; `ctnode segment` shows organs offline.
+        # is weak) could not lengthen it; `ctnode segment` shows organs offline.
         routes=tuple(route for route in settings.routes if route.pipeline == "calcium"),
     )
 

@@ -28,7 +28,7 @@ from training.organs.common import N_CLASSES, export_state, read_json, write_jso
 from training.organs.data import SOURCES, SPACING_MM, SPARSE_STRUCTURES, SPLITS
 
 NAME = "ctnode-organs-base"
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: the 1,600-step run of 2026-11-29 (1.0 did not segment)
 INPUT_SIDE = 180  # window cube: output 92 voxels = 368 mm at 4 mm, a chest in one or two windows
 REPO = Path(__file__).resolve().parents[2]
 
