@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
@@ -91,28 +93,29 @@ def test_a_taken_port_fails_start_and_leaves_nothing_running(tmp_path: Path) -> 
     assert service.components == [] and service.engine is None
 
 
-def test_accepted_connections_have_nagle_off(service: Service) -> None:
-    """The node's answers are small writes; with Nagle on they could wait for a delayed ACK."""
+@contextmanager
+def _accepted_association(service: Service) -> Iterator[tuple[Association, Association]]:
+    """(our requestor, the node's acceptor) of one held association, released afterwards."""
     held = _hold_association(service.receiver.address[1])
     try:
         server = service.receiver._server
         assert server is not None
         (accepted,) = server.active_associations
-        sock = accepted.dul.socket.socket
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        yield held, accepted
     finally:
         held.release()
+
+
+def test_accepted_connections_have_nagle_off(service: Service) -> None:
+    """The node's answers are small writes; with Nagle on they could wait for a delayed ACK."""
+    with _accepted_association(service) as (_, accepted):
+        sock = accepted.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 def test_accepted_connections_read_with_the_receive_socket(service: Service) -> None:
     """The tuning of node/receive_socket.py is in place (a pynetdicom upgrade could undo it)."""
-    held = _hold_association(service.receiver.address[1])
-    try:
-        server = service.receiver._server
-        assert server is not None
-        (accepted,) = server.active_associations
+    with _accepted_association(service) as (held, accepted):
         assert type(accepted.dul.socket) is ReceiveSocket
         assert accepted.dul._run_loop_delay == 0  # the waiting happens in ReceiveSocket.ready
         assert held.send_c_echo().Status == 0x0000  # and the association works through it
-    finally:
-        held.release()

@@ -115,6 +115,21 @@ def import_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def load_training_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights in the training convention (float32, scaled input) from any file a run or
+    `training.organs.ship` writes: a run's `final.pt` or `checkpoint.pt`, a shipped float16 `.pt`
+    (input scaling folded in, unfolded here) or its spec `.json`."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.parent / json.loads(path.read_text())["weights"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "net" in state:  # checkpoint.pt: {"step", "net", "optimiser"}
+        state = state["net"]
+    if any(value.dtype == torch.float16 for value in state.values()):
+        return import_state(state)
+    return {key: value.float() for key, value in state.items()}
+
+
 def channel_lut(annotated: tuple[Label, ...]) -> np.ndarray:
     """Label value -> training target: the channel of an annotated structure, else background;
     255 (outside the volume) stays ignored."""

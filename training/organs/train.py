@@ -37,7 +37,7 @@ from training.organs.common import (
     crop_at,
     data_dependent_init,
     dice,
-    import_state,
+    load_training_weights,
     make_net,
     one_thread,
     postprocess,
@@ -76,17 +76,6 @@ def evaluate(net: UNet3D, volumes: list[Volume], structures=SPARSE_STRUCTURES) -
     return table
 
 
-def load_init(path: Path) -> dict[str, torch.Tensor]:
-    """Weights to start from: a run's `final.pt` or `checkpoint.pt` (float32, training input),
-    or a shipped `organs_base.pt` (float16 with the input scaling folded in: converted back)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "net" in state:  # checkpoint.pt: {"step", "net", "optimiser"}
-        state = state["net"]
-    if any(value.dtype == torch.float16 for value in state.values()):
-        state = import_state(state)
-    return state
-
-
 def train(args: argparse.Namespace) -> dict:
     one_thread()
     seed_everything(args.seed)
@@ -104,7 +93,7 @@ def train(args: argparse.Namespace) -> dict:
         samples.append((vol, focus, channel_lut(annotated), annotated_mask(annotated)))
     net = make_net(N_CLASSES, args.width, args.seed)
     if args.init is not None:
-        net.load_state_dict(load_init(args.init))
+        net.load_state_dict(load_training_weights(args.init))
     else:
         calibration = []
         for vol, focus, _, _ in samples[:2]:
@@ -179,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, default=None, help="0: no test evaluation")
     parser.add_argument(
         "--init", type=Path, default=None,
-        help="start from these weights: a run's final.pt or checkpoint.pt, or a shipped .pt",
+        help="start from these weights: a run's final.pt or checkpoint.pt, or a shipped .pt/.json",
     )  # fmt: skip
     return parser.parse_args(argv)
 

@@ -51,7 +51,7 @@ from training.organs.common import (
     crop_at,
     data_dependent_init,
     dice,
-    import_state,
+    load_training_weights,
     make_net,
     one_thread,
     sample_centre,
@@ -69,15 +69,6 @@ MODE_NAMES = {
     "all": "transfer, all weights updated",
     "finetune": "transfer, fine-tune last conv + head",
 }
-
-
-def load_base(path: Path) -> dict[str, torch.Tensor]:
-    """Base weights in the training convention (input scaled by 1/500)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        spec = json.loads(path.read_text())
-        return import_state(torch.load(path.parent / spec["weights"], map_location="cpu"))
-    return {k: v.float() for k, v in torch.load(path, map_location="cpu").items()}
 
 
 def transferred(base: dict[str, torch.Tensor], width: int, n_classes: int = 2) -> UNet3D:
@@ -215,7 +206,7 @@ def study(args: argparse.Namespace) -> list[dict]:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {(r["task"], r["size"], r["seed"], r["mode"]) for r in results}
-    base = load_base(args.base)
+    base = load_training_weights(args.base)
     base_net = UNet3D(n_classes=N_CLASSES, width=args.width)
     base_net.load_state_dict(base)
     base_net.eval()
