@@ -52,12 +52,20 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     _run("training.organs.train", "--data", str(data), "--out", str(base), "--iterations", "4",
          "--train-limit", "2", "--test-limit", "1", "--patch", "92", "100", "100")  # fmt: skip
     _run("training.organs.ship", "--run", str(base), "--out", str(weights))
+    # a second stage continuing from the first, shipped with both stages in its card
+    cont, cont_weights = root / "cont", root / "cont_weights"
+    _run("training.organs.train", "--data", str(data), "--out", str(cont), "--iterations", "2",
+         "--train-limit", "2", "--test-limit", "1", "--patch", "92", "100", "100",
+         "--init", str(base / "final.pt"), "--seed", "1")  # fmt: skip
+    _run("training.organs.ship", "--run", str(cont), "--init-run", str(base), "--full-run",
+         str(base), "--out", str(cont_weights))  # fmt: skip
     _run("training.organs.transfer", "--data", str(data), "--base", str(base / "final.pt"),
          "--out", str(transfer), "--tasks", "vertebrae", "--sizes", "2", "--seeds", "0",
          "--steps", "2", "--patch", "92", "92", "92", "--test-patch", "92", "92", "92",
          "--crops-per-phantom", "1", "--pool-limit", "2", "--test-limit", "1")  # fmt: skip
     assert _sha(SHIPPED) == shipped_before, "the training commands touched the shipped weights"
-    return {"data": data, "base": base, "transfer": transfer, "weights": weights}
+    return {"data": data, "base": base, "transfer": transfer, "weights": weights, "cont": cont,
+            "cont_weights": cont_weights}  # fmt: skip
 
 
 def test_train_outputs(runs):
@@ -83,6 +91,18 @@ def test_shipped_copy_loads_and_matches_training_net(runs):
         b = net(torch.from_numpy(np.clip(hu, -500, 400))[None, None])
     assert torch.allclose(a, b, atol=2e-2)
     assert (runs["weights"] / "organs_base.md").read_text().count(spec.sha256) == 1
+
+
+def test_continued_run_records_its_start_and_card_names_both_stages(runs):
+    record = json.loads((runs["cont"] / "run.json").read_text())
+    assert record["init"]["sha256"] == _sha(runs["base"] / "final.pt")
+    assert len(record["history"]) == 2
+    text = (runs["cont_weights"] / "organs_base.md").read_text()
+    assert "--out RUN1 --mode sparse --iterations 4" in text
+    assert "--iterations 2" in text and "--init RUN1/final.pt" in text
+    assert record["init"]["sha256"] in text
+    header = next(line for line in text.splitlines() if line.startswith("| structure"))
+    assert "6 steps (shipped)" in header and "sparse labels, 4 steps" in header
 
 
 def test_transfer_outputs(runs):

@@ -1,7 +1,8 @@
 """Ship the sparse-label base model: weights, spec, model card, curve.
 
-python -m training.organs.ship --run DIR [--full-run DIR] [--transfer DIR] [--real FILE]
-                               [--note FILE.md] [--out models/weights] [--stem organs_base]
+python -m training.organs.ship --run DIR [--init-run DIR] [--full-run DIR] [--transfer DIR]
+                               [--real FILE] [--note FILE.md] [--out models/weights]
+                               [--stem organs_base]
 
 Reads the training run (`final.pt`, `run.json`, `curve.png` of training.organs.train), writes
 `<stem>.pt` (float16 state_dict that takes clipped HU: the training input centring and scale
@@ -70,18 +71,44 @@ def export_state_from(state: dict) -> dict:
     return export_state(net)
 
 
-def _dice_table(sparse: dict, full: dict | None) -> str:
-    rows = ["| structure | sparse labels (shipped) | full labels |", "|---|---|---|"]
-    for name, value in sparse.items():
-        other = f"{full[name]:.3f}" if full and name in full else ""
-        rows.append(f"| {name} | {value:.3f} | {other} |")
+def _dice_table(columns: list[tuple[str, dict]]) -> str:
+    """Dice per structure, one column per run; rows are the first column's structures."""
+    rows = ["| structure | " + " | ".join(h for h, _ in columns) + " |"]
+    rows.append("|---" * (len(columns) + 1) + "|")
+    for name in columns[0][1]:
+        cells = [f"{d[name]:.3f}" if name in d else "" for _, d in columns]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
+def _train_command(run: dict, out: str, init: str | None = None) -> str:
+    return (
+        f"python -m training.organs.train --data /work/organs/data --out {out} "
+        f"--mode {run['mode']} --iterations {run['iterations']} --width {run['width']} "
+        f"--lr {run['lr']} --seed {run['seed']} --patch {' '.join(map(str, run['patch']))}"
+        + (f" \\\n    --init {init}" if init else "")
+    )
+
+
+def _steps(run: dict, earlier: dict | None) -> int:
+    return run["iterations"] + (earlier["iterations"] if earlier else 0)
+
+
 def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: dict | None,
-         params: int, size: int, note: str | None = None) -> str:  # fmt: skip
+         params: int, size: int, note: str | None = None,
+         earlier: dict | None = None) -> str:  # fmt: skip
+    """The model card. `earlier`: the run.json of the run the shipped run continued from
+    (train --init), whose command and Dice are then shown with the shipped run's."""
     sources = "; ".join(f"{k}: {', '.join(s.name.lower() for s in v)}" for k, v in SOURCES.items())
     seeds = ", ".join(f"{k} {r.start}-{r.stop - 1}" for k, r in SPLITS.items())
+    columns = [
+        (f"sparse labels, {_steps(run, earlier):,} steps (shipped)", run.get("test_dice", {}))
+    ]
+    for other in (earlier, full):
+        if other and "test_dice" in other:
+            columns.append(
+                (f"{other['mode']} labels, {other['iterations']:,} steps", other["test_dice"])
+            )
     lines = [
         f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with sparse labels",
         "",
@@ -112,19 +139,38 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         "## Training",
         "```",
         "python -m training.organs.data --out /work/organs/data",
-        f"python -m training.organs.train --data /work/organs/data --out RUN --mode sparse "
-        f"--iterations {run['iterations']} --width {run['width']} --lr {run['lr']} "
-        f"--seed {run['seed']} --patch {' '.join(map(str, run['patch']))}",
-        "python -m training.organs.ship --run RUN --full-run RUN_FULL --transfer TRANSFER "
-        "--real REAL_JSON",
+        *(
+            [_train_command(earlier, "RUN1"), _train_command(run, "RUN", "RUN1/final.pt")]
+            if earlier
+            else [_train_command(run, "RUN")]
+        ),
+        "python -m training.organs.ship --run RUN"
+        + (" --init-run RUN1" if earlier else "")
+        + " --full-run RUN_FULL --transfer TRANSFER --real REAL_JSON",
         "```",
-        f"- {run['iterations']} steps, batch 1, one crop of {run['patch']} input voxels per step "
-        "(output 88 smaller per axis) centred with probability 0.8 on a random annotated "
-        "structure; Adam, lr "
-        f"{run['lr']} with 10 warm-up steps and cosine decay to 5 %; He initialisation rescaled on "
-        "two training crops (data-dependent, zero mean and unit variance per channel); training "
-        "input (HU + 100) / 300, folded into the first convolution on export.",
-        f"- {run['seconds_train'] / 60:.1f} min on one CPU thread (shared 2-core machine).",
+        f"- {(earlier or run)['iterations']} steps, batch 1, one crop of {run['patch']} input "
+        "voxels per step (output 88 smaller per axis) centred with probability 0.8 on a random "
+        f"annotated structure; Adam, lr {(earlier or run)['lr']} with 10 warm-up steps and cosine "
+        "decay to 5 %; He initialisation rescaled on two training crops (data-dependent, zero "
+        "mean and unit variance per channel); training input (HU + 100) / 300, folded into the "
+        "first convolution on export.",
+        *(
+            [
+                f"- Then {run['iterations']} more steps from those weights (`--init`): fresh Adam "
+                f"state, lr {run['lr']} with the same warm-up and cosine decay, crops drawn with "
+                f"seed {run['seed']}. "
+                + (
+                    f"The shipped run started from `{Path(run['init']['path']).name}`, sha256 "
+                    f"`{run['init']['sha256']}`."
+                    if run.get("init")
+                    else ""
+                )
+            ]
+            if earlier
+            else []
+        ),
+        f"- {(run['seconds_train'] + (earlier or {}).get('seconds_train', 0)) / 60:.1f} min "
+        "on one CPU thread (shared 2-core machine).",
         "- Loss: marginal cross-entropy (Shi et al., MedIA 2021): a voxel of annotated structure c "
         "gives -log p_c; a voxel the source calls background gives -log(1 - sum of p over the "
         "source's structures) (the unannotated channels are merged into background), plus the "
@@ -136,9 +182,10 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         "## Held-out Dice (test phantoms, whole volumes)",
         "",
         f"Test seeds {run.get('test_seeds')}. Full labels: the same phantoms, steps and settings "
-        "with every structure annotated (`--mode full`), i.e. only the annotations differ.",
+        "as the sparse run with the same number of steps, every structure annotated "
+        "(`--mode full`), i.e. only the annotations differ.",
         "",
-        _dice_table(run.get("test_dice", {}), full.get("test_dice") if full else None),
+        _dice_table(columns),
         "",
     ]
     if transfer:
@@ -168,6 +215,7 @@ def ship(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     run = read_json(Path(args.run) / "run.json")
     full = read_json(Path(args.full_run) / "run.json") if args.full_run else None
+    earlier = read_json(Path(args.init_run) / "run.json") if args.init_run else None
     pt = out / f"{args.stem}.pt"
     sha = write_weights(Path(args.run), pt)
     spec = spec_for(run["width"], sha, args.stem)
@@ -179,7 +227,7 @@ def ship(args: argparse.Namespace) -> dict:
     real = read_json(args.real) if args.real else None
     params = count_parameters(UNet3D(N_CLASSES, run["width"]))
     note = Path(args.note).read_text() if args.note else None
-    text = card(spec, run, full, transfer, real, params, pt.stat().st_size, note)
+    text = card(spec, run, full, transfer, real, params, pt.stat().st_size, note, earlier)
     (out / f"{args.stem}.md").write_text(text)
     return spec
 
@@ -187,6 +235,10 @@ def ship(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument(
+        "--init-run", type=Path, default=None,
+        help="the run --run continued from (train --init): its command and Dice go in the card",
+    )  # fmt: skip
     parser.add_argument("--full-run", type=Path, default=None)
     parser.add_argument("--transfer", type=Path, default=None)
     parser.add_argument("--real", type=Path, default=None)

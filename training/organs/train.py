@@ -15,11 +15,16 @@ first 10 steps, cosine decay to 5 % of `--lr`; He initialisation rescaled on two
 (common.data_dependent_init). Writes to `--out`: `final.pt` (float32, the training input
 convention), `checkpoint.pt` every 25 steps, `curve.png`, and `run.json` (arguments, seconds,
 loss history, Dice per structure on the held-out test phantoms).
+
+`--init FILE` continues from earlier weights (common.load_training_weights) instead of the
+data-dependent initialisation, with a fresh optimiser and learning-rate schedule; run.json then
+records the file and its sha256, so that `training.organs.ship --init-run` can name both stages.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -60,6 +65,10 @@ def lr_at(step: int, iterations: int, lr: float, warmup: int = 10) -> float:
         return lr * step / warmup
     progress = (step - warmup) / max(1, iterations - warmup)
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def evaluate(net: UNet3D, volumes: list[Volume], structures=SPARSE_STRUCTURES) -> dict:
@@ -144,6 +153,8 @@ def train(args: argparse.Namespace) -> dict:
         "seconds_train": round(seconds, 1),
         "history": history,
     }
+    if args.init is not None:
+        record["init"] = {"path": str(args.init), "sha256": file_sha256(args.init)}
     if args.test_limit != 0:
         test = load_split(args.data, "test", args.test_limit)
         start = time.perf_counter()
