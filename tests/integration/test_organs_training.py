@@ -57,7 +57,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     _run("training.organs.train", "--data", str(data), "--out", str(cont), "--iterations", "2",
          "--train-limit", "2", "--test-limit", "1", "--patch", "92", "100", "100",
          "--init", str(base / "final.pt"), "--seed", "1")  # fmt: skip
-    _run("training.organs.ship", "--run", str(cont), "--init-run", str(base), "--full-run",
+    _run("training.organs.ship", "--run", str(cont), "--init-run", str(base), "--compare",
          str(base), "--out", str(cont_weights))  # fmt: skip
     _run("training.organs.transfer", "--data", str(data), "--base", str(base / "final.pt"),
          "--out", str(transfer), "--tasks", "vertebrae", "--sizes", "2", "--seeds", "0",

@@ -1,6 +1,6 @@
-"""Ship the sparse-label base model: weights, spec, model card, curve.
+"""Ship the organ base model: weights, spec, model card, curve.
 
-python -m training.organs.ship --run DIR [--init-run DIR] [--full-run DIR] [--transfer DIR]
+python -m training.organs.ship --run DIR [--init-run DIR] [--compare DIR ...] [--transfer DIR]
                                [--real FILE] [--note FILE.md] [--out models/weights]
                                [--stem organs_base]
 
@@ -8,7 +8,7 @@ Reads the training run (`final.pt`, `run.json`, `curve.png` of training.organs.t
 `<stem>.pt` (float16 state_dict that takes clipped HU: the training input centring and scale
 are folded into the first convolution), `<stem>.json` (the spec of models.organs.registry, with the sha256 of
 the .pt), `<stem>_curve.png` and the model card `<stem>.md`. The card carries the held-out Dice
-per structure, the comparison with the fully labelled run (`--full-run`), the transfer-learning
+per structure beside that of other runs (`--compare`, e.g. sparse vs full labels), the transfer-learning
 table (`--transfer`, training.organs.transfer) and the real-CT results (`--real`,
 training.organs.real), whichever are given. Rerunning with the same run rewrites the same .pt.
 """
@@ -29,7 +29,7 @@ from training.organs.common import N_CLASSES, export_state, read_json, write_jso
 from training.organs.data import SOURCES, SPACING_MM, SPARSE_STRUCTURES, SPLITS
 
 NAME = "ctnode-organs-base"
-VERSION = "1.1"  # 1.1: the 1,600-step run of 2026-11-29 (1.0 did not segment)
+VERSION = "1.2"  # 1.2: the 1,600-step fully labelled run of 2026-11-29 (1.1: sparse labels)
 INPUT_SIDE = 180  # window cube: output 92 voxels = 368 mm at 4 mm, a chest in one or two windows
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,23 +94,27 @@ def _steps(run: dict, earlier: dict | None) -> int:
     return run["iterations"] + (earlier["iterations"] if earlier else 0)
 
 
-def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: dict | None,
+def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real: dict | None,
          params: int, size: int, note: str | None = None,
          earlier: dict | None = None) -> str:  # fmt: skip
     """The model card. `earlier`: the run.json of the run the shipped run continued from
-    (train --init), whose command and Dice are then shown with the shipped run's."""
+    (train --init), whose command and Dice are then shown with the shipped run's; `compare`:
+    run.json of other runs whose Dice go beside it."""
     sources = "; ".join(f"{k}: {', '.join(s.name.lower() for s in v)}" for k, v in SOURCES.items())
     seeds = ", ".join(f"{k} {r.start}-{r.stop - 1}" for k, r in SPLITS.items())
     columns = [
-        (f"sparse labels, {_steps(run, earlier):,} steps (shipped)", run.get("test_dice", {}))
+        (
+            f"{run['mode']} labels, {_steps(run, earlier):,} steps (shipped)",
+            run.get("test_dice", {}),
+        )
     ]
-    for other in (earlier, full):
+    for other in (earlier, *compare):
         if other and "test_dice" in other:
             columns.append(
                 (f"{other['mode']} labels, {other['iterations']:,} steps", other["test_dice"])
             )
     lines = [
-        f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with sparse labels",
+        f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with {run['mode']} labels",
         "",
         "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032; REFERENCE.md 1.B) at "
         f"width {spec['width']} instead of 32 ({params:,} parameters, {size / 1e6:.2f} MB as "
@@ -134,7 +138,8 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         " (about 3 x 3 x 1 mm, 150-350 mm of chest), resampled to 4 mm isotropic (image: box "
         "average then linear; labels: nearest).",
         f"- seed ranges: {seeds} (calcium work uses 1001.. and 424242).",
-        f"- sparse sources (training phantom i is source i % 4): {sources}.",
+        f"- sparse sources (training phantom i is source i % 4; `--mode sparse`): {sources}. "
+        "With `--mode full` every phantom has every structure annotated.",
         "",
         "## Training",
         "```",
@@ -146,7 +151,7 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         ),
         "python -m training.organs.ship --run RUN"
         + (" --init-run RUN1" if earlier else "")
-        + " --full-run RUN_FULL --transfer TRANSFER --real REAL_JSON",
+        + " --compare RUN_OTHER --transfer TRANSFER --real REAL_JSON",
         "```",
         f"- {(earlier or run)['iterations']} steps, batch 1, one crop of {run['patch']} input "
         "voxels per step (output 88 smaller per axis) centred with probability 0.8 on a random "
@@ -175,15 +180,15 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         "gives -log p_c; a voxel the source calls background gives -log(1 - sum of p over the "
         "source's structures) (the unannotated channels are merged into background), plus the "
         "soft Dice loss over the source's structures present in the crop. Voxels outside the "
-        "scan are ignored.",
+        "scan are ignored. With `--mode full` every structure is annotated, so this is plain "
+        "cross-entropy plus soft Dice.",
         "",
         "![training curve](organs_base_curve.png)",
         "",
         "## Held-out Dice (test phantoms, whole volumes)",
         "",
-        f"Test seeds {run.get('test_seeds')}. Full labels: the same phantoms, steps and settings "
-        "as the sparse run with the same number of steps, every structure annotated "
-        "(`--mode full`), i.e. only the annotations differ.",
+        f"Test seeds {run.get('test_seeds')}. Runs with the same number of steps share the "
+        "phantoms, crops and settings; sparse and full labels differ only in the annotations.",
         "",
         _dice_table(columns),
         "",
@@ -192,7 +197,7 @@ def card(spec: dict, run: dict, full: dict | None, transfer: str | None, real: d
         lines += [
             "## Transfer learning (training/organs/transfer.py)",
             "",
-            "Dice (mean ± sd over 2 seeds) on held-out phantoms for structures the base never saw; "
+            "Dice (mean ± sd over seeds) on held-out phantoms for structures the base never saw; "
             "see README for the setting.",
             "",
             transfer.strip(),
@@ -214,7 +219,7 @@ def ship(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = read_json(Path(args.run) / "run.json")
-    full = read_json(Path(args.full_run) / "run.json") if args.full_run else None
+    compare = [read_json(Path(d) / "run.json") for d in args.compare]
     earlier = read_json(Path(args.init_run) / "run.json") if args.init_run else None
     pt = out / f"{args.stem}.pt"
     sha = write_weights(Path(args.run), pt)
@@ -227,7 +232,7 @@ def ship(args: argparse.Namespace) -> dict:
     real = read_json(args.real) if args.real else None
     params = count_parameters(UNet3D(N_CLASSES, run["width"]))
     note = Path(args.note).read_text() if args.note else None
-    text = card(spec, run, full, transfer, real, params, pt.stat().st_size, note, earlier)
+    text = card(spec, run, compare, transfer, real, params, pt.stat().st_size, note, earlier)
     (out / f"{args.stem}.md").write_text(text)
     return spec
 
@@ -239,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         "--init-run", type=Path, default=None,
         help="the run --run continued from (train --init): its command and Dice go in the card",
     )  # fmt: skip
-    parser.add_argument("--full-run", type=Path, default=None)
+    parser.add_argument(
+        "--compare", type=Path, nargs="+", default=[], help="runs whose Dice go beside the shipped"
+    )
     parser.add_argument("--transfer", type=Path, default=None)
     parser.add_argument("--real", type=Path, default=None)
     parser.add_argument("--note", type=Path, default=None, help="markdown put under the title")
