@@ -24,7 +24,6 @@ records the file and its sha256, so that `training.organs.ship --init-run` can n
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from models.labels import UNET_CHANNELS, Label
+from models.organs.registry import sha256_file
 from models.organs.unet import UNet3D
 from training.organs.common import (
     N_CLASSES,
@@ -65,10 +65,6 @@ def lr_at(step: int, iterations: int, lr: float, warmup: int = 10) -> float:
         return lr * step / warmup
     progress = (step - warmup) / max(1, iterations - warmup)
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def evaluate(net: UNet3D, volumes: list[Volume], structures=SPARSE_STRUCTURES) -> dict:
@@ -154,7 +150,7 @@ def train(args: argparse.Namespace) -> dict:
         "history": history,
     }
     if args.init is not None:
-        record["init"] = {"path": str(args.init), "sha256": file_sha256(args.init)}
+        record["init"] = {"path": str(args.init), "sha256": sha256_file(args.init)}
     if args.test_limit != 0:
         test = load_split(args.data, "test", args.test_limit)
         start = time.perf_counter()
