@@ -110,6 +110,8 @@ def test_transfer_outputs(runs):
     assert sorted(r["mode"] for r in results) == ["all", "finetune", "scratch"]
     assert all(r["size"] == 2 and len(r["losses"]) == 2 for r in results)
     assert all(0.0 <= r["dice"] <= 1.0 for r in results)
+    # Each record keeps its learning rate, so runs of one mode at two rates stay apart.
+    assert {r["mode"]: r["lr"] for r in results} == {"scratch": 2e-3, "all": 2e-3, "finetune": 1e-2}
     table = (runs["transfer"] / "transfer_table.md").read_text()
-    assert "vertebrae" in table and "fine-tune" in table
+    assert "vertebrae" in table and "fine-tune last conv + head, lr 0.01" in table
     assert (runs["transfer"] / "transfer.png").stat().st_size > 0

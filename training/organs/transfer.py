@@ -205,7 +205,7 @@ def study(args: argparse.Namespace) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
-    done = {(r["task"], r["size"], r["seed"], r["mode"]) for r in results}
+    done = {(r["task"], r["size"], r["seed"], r["mode"], r.get("lr")) for r in results}
     base = load_training_weights(args.base)
     base_net = UNet3D(n_classes=N_CLASSES, width=args.width)
     base_net.load_state_dict(base)
@@ -239,33 +239,49 @@ def study(args: argparse.Namespace) -> list[dict]:
             train_crops = [all_train[i] for i in index]
             train_feats = [feats["train"][i] for i in index]
             for mode in args.modes:
-                if (task_name, size, seed, mode) in done:
+                lr = args.lr_finetune if mode == "finetune" else args.lr
+                if (task_name, size, seed, mode, lr) in done:
                     continue
                 record = run_one(
                     mode, base, train_crops, test_crops, train_feats, feats["test"], args, seed
                 )
-                record.update(task=task_name, size=size, seed=seed, mode=mode, steps=args.steps)
+                record.update(
+                    task=task_name, size=size, seed=seed, mode=mode, lr=lr, steps=args.steps
+                )
                 results.append(record)
                 write_json(results_path, results)
     return results
 
 
 def summarise(results: list[dict]) -> dict:
-    """task -> mode -> size -> (mean, sd, n) of the Dice over seeds."""
+    """task -> (mode, lr) -> size -> (mean, sd, n) of the Dice over seeds.
+
+    Rows follow MODES, then the larger learning rate first; lr is None for records that did not
+    store it."""
     table: dict = {}
     for r in results:
-        table.setdefault(r["task"], {}).setdefault(r["mode"], {}).setdefault(r["size"], [])
-        table[r["task"]][r["mode"]][r["size"]].append(r["dice"])
+        row = (r["mode"], r.get("lr"))
+        table.setdefault(r["task"], {}).setdefault(row, {}).setdefault(r["size"], [])
+        table[r["task"]][row][r["size"]].append(r["dice"])
+
+    def order(row: tuple[str, float | None]) -> tuple[int, float]:
+        return MODES.index(row[0]), -(row[1] or 0.0)
+
     return {
         task: {
-            mode: {
+            row: {
                 size: (float(np.mean(v)), float(np.std(v)), len(v))
-                for size, v in sorted(sizes.items())
+                for size, v in sorted(modes[row].items())
             }
-            for mode, sizes in modes.items()
+            for row in sorted(modes, key=order)
         }
         for task, modes in table.items()
     }
+
+
+def row_name(row: tuple[str, float | None]) -> str:
+    mode, lr = row
+    return MODE_NAMES[mode] if lr is None else f"{MODE_NAMES[mode]}, lr {lr:g}"
 
 
 def markdown_table(summary: dict) -> str:
@@ -274,18 +290,16 @@ def markdown_table(summary: dict) -> str:
         "| task | mode | " + " | ".join(f"n = {s}" for s in sizes) + " |",
         "|---|---|" + "---|" * len(sizes),
     ]
-    for task, modes in summary.items():
-        for mode in MODES:
-            if mode not in modes:
-                continue
+    for task, rows in summary.items():
+        for row, by_size in rows.items():
             cells = []
             for s in sizes:
-                if s in modes[mode]:
-                    mean, sd, n = modes[mode][s]
+                if s in by_size:
+                    mean, sd, n = by_size[s]
                     cells.append(f"{mean:.3f} ± {sd:.3f}")
                 else:
                     cells.append("")
-            lines.append(f"| {task} | {MODE_NAMES[mode]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {row_name(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,23 +309,29 @@ def plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), dpi=100)
+    fig, axes = plt.subplots(1, len(summary), figsize=(5.5 * len(summary), 5.5), dpi=100)
     axes = np.atleast_1d(axes)
-    for ax, (task, modes) in zip(axes, summary.items(), strict=True):
-        for mode in MODES:
-            if mode in modes:
-                sizes = list(modes[mode])
-                mean = [modes[mode][s][0] for s in sizes]
-                sd = [modes[mode][s][1] for s in sizes]
-                ax.errorbar(sizes, mean, yerr=sd, marker="o", capsize=3, label=MODE_NAMES[mode])
+    colours = dict(zip(MODES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for ax, (task, rows) in zip(axes, summary.items(), strict=True):
+        seen: set[str] = set()
+        for row, by_size in rows.items():
+            sizes = list(by_size)
+            mean = [by_size[s][0] for s in sizes]
+            sd = [by_size[s][1] for s in sizes]
+            # The first (larger) learning rate of a mode solid, a further one dashed.
+            style = "--" if row[0] in seen else "-"
+            seen.add(row[0])
+            ax.errorbar(sizes, mean, yerr=sd, marker="o", capsize=3, linestyle=style,
+                        color=colours[row[0]], label=row_name(row))  # fmt: skip
         ax.set_xscale("log")
+        ax.minorticks_off()  # log-scale minor labels (3x10^0 ...) would crowd the sizes
         ax.set_xticks(sizes, [str(s) for s in sizes])
         ax.set_xlabel("training phantoms")
         ax.set_ylabel("test Dice")
         ax.set_ylim(0, 1)
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the data
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
