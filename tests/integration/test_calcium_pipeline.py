@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from models.calcium.inference import CalciumScorer, ModelFileError, paste_into_scan
 from training.calcium import prepare, ship, train_registration, train_score
@@ -225,3 +226,27 @@ def test_presence_is_chosen_on_an_independent_validation_folder(
     thresholds = [row["presence_threshold"] for row in selection["rows"]]
     assert thresholds == list(select_presence.THRESHOLDS)
     assert selection["chosen"] == select_presence.choose(selection["rows"])
+
+
+def test_a_new_score_run_ships_beside_the_installed_registration(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """ship without --registration replaces the score network and keeps the rest as it was."""
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models, weights)
+    before = json.loads((weights / "calcium_manifest.json").read_text())
+    run = tmp_path / "score"
+    shutil.copytree(tiny_models.parent / "score", run)
+    state = torch.load(run / "score.pt", weights_only=True)
+    torch.save(
+        {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, run / "score.pt"
+    )
+    assert ship.main(["--score", str(run), "--weights", str(weights)]) == 0
+    after = json.loads((weights / "calcium_manifest.json").read_text())
+    assert after["registration"] == before["registration"]
+    for kept in ("calcium_atlas.npz", "calcium_registration.pt"):
+        assert after["sha256"][kept] == before["sha256"][kept]
+    assert after["sha256"]["calcium_score.pt"] != before["sha256"]["calcium_score.pt"]
+    CalciumScorer(weights, device="cpu")  # the new manifest's hashes match the files
+    with pytest.raises(SystemExit):  # nothing installed to keep: --registration is needed
+        ship.main(["--score", str(run), "--weights", str(tmp_path / "empty")])

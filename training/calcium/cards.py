@@ -233,6 +233,7 @@ carries score. Width {score["width"]}.
         _table(
             [
                 ("iterations run / planned", f"{score['iterations_run']} / {score['iterations']}"),
+                ("initialised from", score.get("init") or "random"),
                 ("batch", score["batch"]),
                 ("training crop (z, y, x score voxels)", score.get("patch_zyx", "72 x 64 x 64")),
                 (

@@ -1,6 +1,9 @@
 """Install trained calcium models into models/weights with their manifest and model cards.
 
-python -m training.calcium.ship --registration RUN --score RUN [--weights models/weights]
+python -m training.calcium.ship [--registration RUN] --score RUN [--weights models/weights]
+
+Without --registration the installed registration ConvNet and atlas stay as they are (a new
+score network for the same registration, e.g. a further stage of score training).
 
 Weights are stored in float16 (half the size; the networks run in float32 after loading and
 the scores move by far less than a unit). The manifest records each file's sha256, which the
@@ -34,7 +37,9 @@ def half_precision(source: Path, target: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calcium.ship")
     parser.add_argument(
-        "--registration", type=Path, required=True, help="train_registration run folder"
+        "--registration",
+        type=Path,
+        help="train_registration run folder (default: keep the installed registration)",
     )
     parser.add_argument("--score", type=Path, required=True, help="train_score run folder")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
@@ -55,13 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         "registration": "calcium_registration.pt",
         "score": "calcium_score.pt",
     }
-    shutil.copyfile(args.registration / "atlas.npz", args.weights / files["atlas"])
-    half_precision(args.registration / "registration.pt", args.weights / files["registration"])
+    if args.registration is None:
+        installed = args.weights / MANIFEST
+        if not installed.exists():
+            parser.error(f"--registration is needed: {installed} has no registration to keep")
+        registration = json.loads(installed.read_text())["registration"]
+    else:
+        shutil.copyfile(args.registration / "atlas.npz", args.weights / files["atlas"])
+        half_precision(args.registration / "registration.pt", args.weights / files["registration"])
+        shutil.copyfile(
+            args.registration / "registration_curve.png",
+            args.weights / "calcium_registration_curve.png",
+        )
+        registration = json.loads((args.registration / "registration_metrics.json").read_text())
     half_precision(args.score / "score.pt", args.weights / files["score"])
-    for figure in ("registration_curve.png", "score_curve.png"):
-        source = (args.registration if figure.startswith("registration") else args.score) / figure
-        shutil.copyfile(source, args.weights / f"calcium_{figure}")
-    registration = json.loads((args.registration / "registration_metrics.json").read_text())
+    shutil.copyfile(args.score / "score_curve.png", args.weights / "calcium_score_curve.png")
     score = json.loads((args.score / "score_metrics.json").read_text())
     selection_file = args.score / "presence_selection.json"  # select_presence.py
     selection = json.loads(selection_file.read_text()) if selection_file.exists() else None
