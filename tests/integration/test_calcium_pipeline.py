@@ -241,7 +241,10 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     torch.save(
         {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, run / "score.pt"
     )
+    metrics = json.loads((run / "score_metrics.json").read_text())  # a --init run, as recorded
+    (run / "score_metrics.json").write_text(json.dumps({**metrics, "init": "RUN1/score.pt"}))
     assert ship.main(["--score", str(run), "--weights", str(weights)]) == 0
+    assert "| initialised from | RUN1/score.pt |" in (weights / "calcium_score.md").read_text()
     after = json.loads((weights / "calcium_manifest.json").read_text())
     assert after["registration"] == before["registration"]
     for kept in ("calcium_atlas.npz", "calcium_registration.pt"):
