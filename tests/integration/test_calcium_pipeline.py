@@ -253,3 +253,4 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     CalciumScorer(weights, device="cpu")  # the new manifest's hashes match the files
     with pytest.raises(SystemExit):  # nothing installed to keep: --registration is needed
         ship.main(["--score", str(run), "--weights", str(tmp_path / "empty")])
+    assert not (tmp_path / "empty").exists()  # refused before anything was written

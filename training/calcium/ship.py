@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    args.weights.mkdir(parents=True, exist_ok=True)
     files = {
         "atlas": "calcium_atlas.npz",
         "registration": "calcium_registration.pt",
@@ -66,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--registration is needed: {installed} has no registration to keep")
         registration = json.loads(installed.read_text())["registration"]
     else:
+        args.weights.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.registration / "atlas.npz", args.weights / files["atlas"])
         half_precision(args.registration / "registration.pt", args.weights / files["registration"])
         shutil.copyfile(
