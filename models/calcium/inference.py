@@ -6,7 +6,8 @@
 
 1. The registration ConvNet aligns the scan (on a 10 mm grid covering its field of view) to the
    phantom atlas; the atlas heart centre mapped through the predicted affine is where the heart
-   is in the scan.
+   is in the scan. Optionally (manifest `registration.heart_search`, off in the shipped model)
+   a translation search around the atlas heart refines that point (heart_search.py).
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
    HU, peak HU and calcium-fraction channels) and returns a non-negative map per artery whose
    sums are the Agatston scores.
@@ -32,6 +33,7 @@ import torch
 
 from models.agatston import CATEGORY_NAMES, cac_drs, risk_category
 from models.calcium import networks as nets
+from models.calcium.heart_search import HeartSearch
 from models.calcium.preprocess import (
     REG_SIZE,
     REG_SPACING_MM,
@@ -119,13 +121,27 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 class CalciumScorer:
-    def __init__(self, weights_dir: Path = WEIGHTS_DIR, device: str = "auto") -> None:
+    def __init__(
+        self,
+        weights_dir: Path = WEIGHTS_DIR,
+        device: str = "auto",
+        heart_search: bool | None = None,
+    ) -> None:
+        """heart_search: refine the heart centre by the search (None: as the manifest says)."""
         self.manifest = load_manifest(weights_dir)
         self.device = pick_device(device)
         files = self.manifest["files"]
         with np.load(weights_dir / files["atlas"]) as atlas:
             volume = torch.from_numpy(atlas["volume"].astype(np.float32))
+            atlas_heart = atlas["heart"].astype(np.float32)
         self.atlas = nets.registration_input(volume[None, None]).to(self.device)
+        if heart_search is None:
+            heart_search = bool(self.manifest["registration"].get("heart_search", False))
+        self.heart_search = (
+            HeartSearch(nets.registration_scale(volume).numpy(), atlas_heart, self.device)
+            if heart_search
+            else None
+        )
         self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])
         self.score_net = nets.ScoreNet(
             width=self.manifest["score"]["width"],
@@ -146,23 +162,43 @@ class CalciumScorer:
     @torch.inference_mode()
     def locate_heart(self, ct: sitk.Image) -> tuple[np.ndarray, dict, float]:
         """Heart centre in the scan (mm), the transform, and the alignment's correlation."""
-        moving = torch.from_numpy(registration_volume(ct)).to(self.device)
-        moving = nets.registration_input(moving[None, None])
-        a, t, aligned = nets.align(
-            self.registration, self._atlas_features, moving, REG_SIZE * REG_SPACING_MM / 2,
-            self.registration_passes,
-        )  # fmt: skip
-        ncc = float(_ncc(self.atlas, aligned))
-        a, t = a[0].double().cpu(), t[0].double().cpu()
+        fine = nets.registration_scale(torch.from_numpy(registration_volume(ct)).to(self.device))
+        a, t, ncc, shift_mm, heart_ncc = self.align_heart(fine)
         transform = {**_describe_transform(a, t), "atlas_correlation": round(ncc, 4)}
         transform["passes"] = self.registration_passes
+        if self.heart_search is not None:
+            transform["heart_search_mm"] = [round(float(v), 2) for v in shift_mm]
+            transform["heart_correlation"] = round(heart_ncc, 4)
         # A transform at the edge of what the network can express is not a trusted alignment.
         limits = (
             float(t.abs().max()) > 0.95 * nets.MAX_TRANSLATION_MM
             or transform["rotation_deg"] > MAX_TRUSTED_ROTATION_DEG
         )
-        centre = physical_centre(ct) + t.numpy()
+        centre = physical_centre(ct) + heart_offset_mm(a, t, shift_mm)
         return centre, transform, ncc if not limits else -1.0
+
+    @torch.inference_mode()
+    def align_heart(self, fine: torch.Tensor):
+        """The registration of one scan on the 5 mm grid (80^3, registration units).
+
+        Returns (A, t) of the network (x_scan = A x_atlas + t, mm about the grid centre, float64
+        on the CPU), the aligned scan's correlation with the atlas, the heart search's shift in
+        the atlas frame (mm, x y z) and its correlation (zero and None without the search)."""
+        half_extent_mm = REG_SIZE * REG_SPACING_MM / 2
+        moving = nets.registration_input(fine[None, None], scaled=True)
+        a, t, aligned = nets.align(
+            self.registration, self._atlas_features, moving, half_extent_mm,
+            self.registration_passes,
+        )  # fmt: skip
+        ncc = float(_ncc(self.atlas, aligned))
+        shift_vox, heart_ncc = np.zeros(3), None
+        if self.heart_search is not None:
+            # On the 5 mm grid, the scan resampled through the network's affine.
+            shift_vox, heart_ncc = self.heart_search(
+                nets.warp(fine[None, None], a, t, half_extent_mm)
+            )
+        a, t = a[0].double().cpu(), t[0].double().cpu()
+        return a, t, ncc, torch.from_numpy(shift_vox * REG_SPACING_MM), heart_ncc
 
     def score(self, ct: sitk.Image) -> CalciumResult:
         start = time.perf_counter()
@@ -205,6 +241,12 @@ class CalciumScorer:
             device=str(self.device),
             model=self.name,
         )
+
+
+def heart_offset_mm(a: torch.Tensor, t: torch.Tensor, shift_mm: torch.Tensor) -> np.ndarray:
+    """Where the atlas heart centre, moved by the search's shift, lies relative to the
+    registration grid's centre (x_scan = A x_atlas + t)."""
+    return (t + a @ shift_mm).numpy()
 
 
 def _describe_transform(a: torch.Tensor, t: torch.Tensor) -> dict:

@@ -259,9 +259,14 @@ def acquisition_features(increment_mm: float, thickness_mm: float, pixel_mm: flo
     return [increment_mm / 3.0, thickness_mm / 3.0, pixel_mm]
 
 
-def registration_input(hu: torch.Tensor) -> torch.Tensor:
-    """The 5 mm registration volume (B, 1, 80, 80, 80) in HU to the network's input: HU scaled
-    to [-1, 1] and averaged to 10 mm (B, 1, 40, 40, 40). 10 mm is plenty to place the heart
-    (the score network tolerates +-21 mm) and makes the registration eight times cheaper to
-    train and run than at 5 mm."""
-    return F.avg_pool3d(hu.clamp(-1000.0, 1000.0) / 1000.0, REGISTRATION_POOL)
+def registration_scale(hu: torch.Tensor) -> torch.Tensor:
+    """HU to the registration's units: clamped to +-1000 HU and scaled to [-1, 1]."""
+    return hu.clamp(-1000.0, 1000.0) / 1000.0
+
+
+def registration_input(volume: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+    """The 5 mm registration volume (B, 1, 80, 80, 80), in HU or already `scaled`, to the
+    network's input: scaled to [-1, 1] and averaged to 10 mm (B, 1, 40, 40, 40). 10 mm is
+    enough for the field of view (heart_search.py can refine the heart on the 5 mm grid) and
+    makes the registration eight times cheaper to train and run than at 5 mm."""
+    return F.avg_pool3d(volume if scaled else registration_scale(volume), REGISTRATION_POOL)

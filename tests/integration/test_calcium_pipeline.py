@@ -168,6 +168,36 @@ def test_evaluation_reports_agreement_and_the_real_negative_control(
     assert "ICC(A,1) total" in card and "series_soft_kernel" in card
 
 
+def test_heart_search_eval_reports_both_locators(tiny_models: Path, tmp_path: Path) -> None:
+    from training.calcium import heart_search_eval
+
+    data = tiny_models.parent / "data"
+    out = tmp_path / "heart_search.json"
+    assert heart_search_eval.main(["--data", str(data), "--weights", str(tiny_models),
+                                   "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["data"] == "3 samples of data"
+    for setting in ("as_generated", "perturbed"):
+        for locator in ("network", "network_and_search"):
+            errors = report[setting][locator]
+            assert 0 <= errors["median_mm"] <= errors["p95_mm"] <= errors["max_mm"]
+            assert 0.0 <= errors["within_21_mm"] <= 1.0
+
+
+def test_scorer_uses_the_heart_search_as_asked(tiny_models: Path) -> None:
+    case = generate_case(11, 2, CaseOptions(protocol=(2.5, 2.5), n_slices=60))
+    ct = case.grid.to_image(case.image)
+    plain = CalciumScorer(tiny_models, device="cpu").score(ct)  # the tiny manifest: off
+    assert "heart_search_mm" not in plain.transform
+    searched = CalciumScorer(tiny_models, device="cpu", heart_search=True).score(ct)
+    shift = np.asarray(searched.transform["heart_search_mm"])
+    assert np.all(np.abs(shift) <= 40.0)  # +-8 voxels of 5 mm
+    # The shift is in the atlas frame; in the scan it is A shift (x_scan = A x_atlas + t).
+    moved = np.asarray(searched.heart_centre_mm) - np.asarray(plain.heart_centre_mm)
+    expected = np.asarray(searched.transform["matrix"]) @ shift
+    assert np.allclose(moved, expected, atol=0.2), (moved, expected)
+
+
 def test_presence_choice_reaches_the_manifest_and_the_card(tiny_models: Path, tmp_path) -> None:
     from training.calcium.select_presence import choose
 

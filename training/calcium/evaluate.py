@@ -2,6 +2,7 @@
 
 python -m training.calcium.evaluate [--n 200] [--seed 424242] [--workers 2] [--weights DIR]
                                     [--real ../shared/data/real/lung_pet_ct_dx_A0001]
+                                    [--heart-search | --no-heart-search]
 
 Held-out phantoms are generated on the fly from a seed never used in training (training uses
 1001), balanced over the five categories, and scored by the whole pipeline (registration,
@@ -39,12 +40,12 @@ REAL_DEFAULT = (
 _scorer: CalciumScorer | None = None
 
 
-def _init(weights: str) -> None:
+def _init(weights: str, heart_search: bool | None) -> None:
     global _scorer  # one model per worker process, loaded once
     import torch
 
     torch.set_num_threads(1)
-    _scorer = CalciumScorer(Path(weights), device="cpu")
+    _scorer = CalciumScorer(Path(weights), device="cpu", heart_search=heart_search)
 
 
 def _score_case(job: tuple[int, int, int]) -> dict:
@@ -85,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--real", type=Path, default=REAL_DEFAULT, help="real negative control folder"
     )
+    parser.add_argument(
+        "--heart-search",
+        action=argparse.BooleanOptionalAction,
+        help="refine the heart centre by the search (default: as the manifest says)",
+    )
     args = parser.parse_args(argv)
 
     jobs = case_plan(args.n, args.seed)
     with ProcessPoolExecutor(
-        args.workers, initializer=_init, initargs=(str(args.weights),)
+        args.workers, initializer=_init, initargs=(str(args.weights), args.heart_search)
     ) as pool:
         rows = list(
             tqdm(
@@ -114,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                          icc=summary["icc"], kappa=summary["weighted_kappa"])  # fmt: skip
     metrics.bland_altman_plot(truth, predicted, args.weights / "calcium_bland_altman.png", title)
     real = (
-        score_real(CalciumScorer(args.weights, device="cpu"), args.real)
+        score_real(CalciumScorer(args.weights, "cpu", args.heart_search), args.real)
         if args.real.exists()
         else []
     )
     report = {
         "seed": args.seed,
+        "heart_search": args.heart_search,  # None: as the manifest says
         "summary": summary,
         "per_artery_icc": per_artery,
         "flag_counts": flags,
