@@ -131,17 +131,18 @@ class CalciumScorer:
         self.manifest = load_manifest(weights_dir)
         self.device = pick_device(device)
         files = self.manifest["files"]
-        with np.load(weights_dir / files["atlas"]) as atlas:
-            volume = torch.from_numpy(atlas["volume"].astype(np.float32))
-            atlas_heart = atlas["heart"].astype(np.float32)
-        self.atlas = nets.registration_input(volume[None, None]).to(self.device)
         if heart_search is None:
             heart_search = bool(self.manifest["registration"].get("heart_search", False))
-        self.heart_search = (
-            HeartSearch(nets.registration_scale(volume).numpy(), atlas_heart, self.device)
-            if heart_search
-            else None
-        )
+        self.heart_search = None
+        with np.load(weights_dir / files["atlas"]) as atlas:
+            volume = torch.from_numpy(atlas["volume"].astype(np.float32))
+            if heart_search:  # the atlas heart probability is only needed for the search
+                self.heart_search = HeartSearch(
+                    nets.registration_scale(volume).numpy(),
+                    atlas["heart"].astype(np.float32),
+                    self.device,
+                )
+        self.atlas = nets.registration_input(volume[None, None]).to(self.device)
         self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])
         self.score_net = nets.ScoreNet(
             width=self.manifest["score"]["width"],

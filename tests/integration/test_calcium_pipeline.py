@@ -168,6 +168,19 @@ def test_evaluation_reports_agreement_and_the_real_negative_control(
     assert "ICC(A,1) total" in card and "series_soft_kernel" in card
 
 
+def test_evaluation_says_when_the_real_negative_control_is_missing(
+    tiny_models: Path, tmp_path: Path, capsys
+) -> None:
+    from training.calcium import evaluate
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models, weights)
+    args = ["--n", "2", "--seed", "424242", "--workers", "1", "--weights", str(weights)]
+    assert evaluate.main([*args, "--real", str(tmp_path / "absent")]) == 0
+    assert "real negative control not found" in capsys.readouterr().err
+    assert json.loads((weights / "calcium_evaluation.json").read_text())["real"] == []
+
+
 def test_heart_search_eval_reports_both_locators(tiny_models: Path, tmp_path: Path) -> None:
     from training.calcium import heart_search_eval
 

@@ -119,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics.scatter_plot(truth, predicted, args.weights / "calcium_scatter.png", title,
                          icc=summary["icc"], kappa=summary["weighted_kappa"])  # fmt: skip
     metrics.bland_altman_plot(truth, predicted, args.weights / "calcium_bland_altman.png", title)
-    real = (
-        score_real(CalciumScorer(args.weights, "cpu", args.heart_search), args.real)
-        if args.real.exists()
-        else []
-    )
+    real = []
+    if args.real.exists():
+        real = score_real(CalciumScorer(args.weights, "cpu", args.heart_search), args.real)
+    else:  # the card then has no real-scan table; say why rather than leave it silently out
+        print(f"real negative control not found at {args.real}: not scored (--real DIR)",
+              file=sys.stderr)  # fmt: skip
     report = {
         "seed": args.seed,
         "heart_search": args.heart_search,  # None: as the manifest says
