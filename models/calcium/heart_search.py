@@ -42,9 +42,7 @@ class HeartSearch:
     def __init__(self, atlas: np.ndarray, atlas_heart: np.ndarray, device: torch.device) -> None:
         """atlas: the atlas volume (z, y, x) in network units (HU / 1000, clamped to +-1);
         atlas_heart: its heart probability (0-1) on the same grid."""
-        weight = ndimage.grey_dilation(
-            atlas_heart.astype(np.float32), size=(HEART_DILATION_VOX,) * 3
-        )
+        weight = near_heart(atlas_heart)
         weight[weight < MIN_WEIGHT] = 0.0
         inside = np.argwhere(weight > 0)
         r = SEARCH_RADIUS_VOX
@@ -81,6 +79,12 @@ class HeartSearch:
         for axis in range(3):
             shift_zyx[axis] += _parabola_peak(ncc, best, axis)
         return shift_zyx[::-1].copy(), float(ncc[best])
+
+
+def near_heart(atlas_heart: np.ndarray) -> np.ndarray:
+    """The atlas heart probability dilated by 10 mm: the region the registration's training loss
+    weighs up and the only region the search compares."""
+    return ndimage.grey_dilation(atlas_heart.astype(np.float32), size=(HEART_DILATION_VOX,) * 3)
 
 
 def _parabola_peak(values: np.ndarray, best: tuple, axis: int) -> float:

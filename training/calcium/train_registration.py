@@ -29,6 +29,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from models.calcium.heart_search import near_heart
 from models.calcium.inference import pick_device
 from models.calcium.networks import (
     REGISTRATION_POOL,
@@ -65,8 +66,7 @@ def build_atlas(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
 
 
 def similarity_weight(atlas_heart: np.ndarray) -> np.ndarray:
-    near_heart = ndimage.grey_dilation(atlas_heart, size=(5, 5, 5))  # +-10 mm
-    return (1.0 + 4.0 * near_heart).astype(np.float32)
+    return (1.0 + 4.0 * near_heart(atlas_heart)).astype(np.float32)
 
 
 def weighted_ncc(fixed: torch.Tensor, moving: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
