@@ -1,14 +1,19 @@
-"""The issue's baseline: a minimal pynetdicom C-STORE receiver (no fsync, no database, no checks).
+"""The issue's baseline: a minimal pynetdicom C-STORE receiver (no database, no checks).
 
-Two modes, the two minimal receivers of REFERENCE.md section 5: `raw` writes the received bytes
-as a Part 10 file without decoding them (the issue's 1 : 4.6 baseline), `decode` is pynetdicom's
-documented storage SCP (decode the dataset, save it again).
+Three modes. The first two are the minimal receivers of REFERENCE.md section 5: `raw` writes the
+received bytes as a Part 10 file without decoding them (the issue's 1 : 4.6 baseline), `decode`
+is pynetdicom's documented storage SCP (decode the dataset, save it again). The third,
+`durable`, is `raw` with the write the same issue demands of the node before it answers
+(temporary file, fsync, rename, folder fsync): the part of the node's cost that is the required
+durability, measured on its own. It is written out here rather than imported from node/spool.py
+so that the baseline stays a stand-alone minimal receiver.
 
-python tests/bench/minimal_pynetdicom_scp.py PORT OUT_DIR raw|decode
+python tests/bench/minimal_pynetdicom_scp.py PORT OUT_DIR raw|decode|durable
 Prints "ready" once it listens; runs until killed. Run beside `ctnode serve` by
 test_bench_node_receive so the ratio is measured, not assumed.
 """
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -30,7 +35,22 @@ def main() -> None:
         path.write_bytes(event.encoded_dataset(include_meta=True))
         return 0x0000
 
-    handle_store = {"raw": save_raw, "decode": save_decoded}[mode]
+    def save_raw_durably(event: evt.Event) -> int:
+        path = out / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        partial = path.with_suffix(".partial")
+        with open(partial, "wb") as file:
+            file.write(event.encoded_dataset(include_meta=True))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        folder = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a power cut
+        finally:
+            os.close(folder)
+        return 0x0000
+
+    handle_store = {"raw": save_raw, "decode": save_decoded, "durable": save_raw_durably}[mode]
 
     ae = AE(ae_title="MINIMAL")
     ae.supported_contexts = AllStoragePresentationContexts
