@@ -286,9 +286,10 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     )
     metrics = json.loads((run / "score_metrics.json").read_text())  # a --init run, as recorded
     (run / "score_metrics.json").write_text(json.dumps({**metrics, "init": "RUN1/score.pt"}))
-    assert ship.main(["--score", str(run), "--weights", str(weights)]) == 0
+    assert ship.main(["--score", str(run), "--weights", str(weights), "--version", "1.1"]) == 0
     assert "| initialised from | RUN1/score.pt |" in (weights / "calcium_score.md").read_text()
     after = json.loads((weights / "calcium_manifest.json").read_text())
+    assert (before["version"], after["version"]) == (ship.VERSION, "1.1")
     assert after["registration"] == before["registration"]
     for kept in ("calcium_atlas.npz", "calcium_registration.pt"):
         assert after["sha256"][kept] == before["sha256"][kept]

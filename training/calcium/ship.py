@@ -1,6 +1,7 @@
 """Install trained calcium models into models/weights with their manifest and model cards.
 
 python -m training.calcium.ship [--registration RUN] --score RUN [--weights models/weights]
+                                [--version V]
 
 Without --registration the installed registration ConvNet and atlas stay as they are (a new
 score network for the same registration, e.g. a further stage of score training).
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         "--data-note", default="", help="how the training samples were made (command)"
     )
     parser.add_argument(
+        "--version", default=VERSION, help=f"model version in the manifest (default {VERSION})"
+    )
+    parser.add_argument(
         "--presence-threshold",
         type=float,
         help="score with a hard presence decision at this probability (default: the choice "
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold = selection["chosen"]
     manifest = {
         "name": "ctnode-calcium",
-        "version": VERSION,
+        "version": args.version,
         "date": date.today().isoformat(),
         "generator_version": GENERATOR_VERSION,
         "training_data": args.data_note,
