@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.sparse import coo_matrix, csgraph
 
 from models.labels import ARTERIES, CAC_LABEL_TO_ARTERY
@@ -279,6 +280,45 @@ def voxel_contributions(
         counted = share > 0
         out[artery] = (zyx[:, counted], share[counted])
     return out
+
+
+# In-plane 8-connectivity for scipy's dense labelling: neighbours within a slice, none across.
+_IN_PLANE_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_STRUCTURE[1] = True
+
+
+def candidate_contributions(
+    hu: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each voxel's share of the score the volume would have if every calcium candidate in it
+    were one artery's: (flat indices into `hu`, contribution), counted voxels only.
+
+    The same rules as `voxel_contributions` (2-D 8-connected components per slice, the 1 mm^2
+    minimum area, the density weight of the component's peak, the slice normalisation), applied
+    to all voxels at or above 130 HU without labels. This is the most a region of a scan can
+    score; the calcium score network decides which of it is coronary. Dense labelling (scipy)
+    rather than the sparse graph of `voxel_contributions`: a scan's candidates include all of
+    its bone, hundreds of thousands of voxels, for which this is about three times faster.
+    """
+    increment, row_mm, col_mm = (float(s) for s in spacing_zyx)
+    pixel_area = row_mm * col_mm
+    mask = hu >= CALCIUM_THRESHOLD_HU
+    components, n_components = ndimage.label(mask, _IN_PLANE_STRUCTURE)
+    where = np.flatnonzero(mask)
+    if n_components == 0:
+        return where, np.zeros(0)
+    component = components.ravel()[where] - 1
+    value = hu.ravel()[where]
+    area = np.bincount(component, minlength=n_components) * pixel_area
+    order = np.argsort(component, kind="stable")
+    peak = np.maximum.reduceat(
+        value[order], np.searchsorted(component[order], np.arange(n_components))
+    )
+    kept = area >= MIN_COMPONENT_AREA_MM2 - _AREA_EPS
+    weight = np.where(kept, density_weight(peak) * pixel_area * increment / REFERENCE_SLICE_MM, 0.0)
+    share = weight[component]
+    counted = share > 0
+    return where[counted], share[counted]
 
 
 def _score_artery(

@@ -9,7 +9,7 @@
    is in the scan. Optionally (manifest `registration.heart_search`, off in the shipped model)
    a translation search around the atlas heart refines that point (heart_search.py).
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
-   HU, peak HU and calcium-fraction channels) and returns a non-negative map per artery whose
+   HU, peak HU, calcium-fraction and candidate-score channels) and returns a non-negative map per artery whose
    sums are the Agatston scores.
 3. The map, resampled to the scan's own grid, is the decision feedback.
 
@@ -147,6 +147,8 @@ class CalciumScorer:
         self.score_net = nets.ScoreNet(
             width=self.manifest["score"]["width"],
             presence_threshold=self.manifest["score"].get("presence_threshold"),
+            # Version 1.0's manifest predates the key: its prior is the voxel summary.
+            prior=self.manifest["score"].get("prior", "summary"),
         )
         for net, key in ((self.registration, "registration"), (self.score_net, "score")):
             state = torch.load(weights_dir / files[key], map_location="cpu", weights_only=True)

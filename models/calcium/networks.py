@@ -10,8 +10,8 @@ things are, which a field-of-view alignment needs.
 ScoreNet is fully convolutional. Its last layer is a non-negative map with one channel per
 artery (LAD, LCX, RCA) on the 3 x 3 x 2.5 mm score grid; the sum of a channel is that artery's
 predicted Agatston score. The map is the decision feedback: it shows where the score came from.
-The map is gated by the Agatston definition itself (calcium_prior): a voxel without a native
-voxel at 130 HU or more carries no score.
+The map is gated by the Agatston definition itself (the prior): a voxel without a native voxel
+at 130 HU or more carries no score.
 """
 
 from __future__ import annotations
@@ -156,13 +156,27 @@ AU_PER_COUNTED_VOXEL = 9.0 * 2.5 / 3.0
 MAX_LOG_CORRECTION = 2.0
 
 
-def calcium_prior(channels: torch.Tensor) -> torch.Tensor:
-    """The score a voxel would carry if all its candidate calcium were coronary (B, 1, Z, Y, X):
-    fraction of native voxels >= 130 HU x the density weight of the peak HU x
-    AU_PER_COUNTED_VOXEL; zero where no native voxel reaches 130 HU. This is the Agatston
-    definition applied to the score voxel's summary; the network decides which of it is
-    coronary, in which artery, and corrects it where a voxel's summary misleads (lesions under
-    1 mm^2, a peak shared with bone next door)."""
+# What the map multiplies (the score a voxel would carry if all its candidate calcium were
+# coronary), by the score network's version:
+# * "candidate" (from version 2.0): the candidate-score channel, the Agatston definition
+#   computed on the scan's native voxels (components, minimum area, density weight) and binned
+#   onto the score grid the way the truth's score density is (preprocess.py);
+# * "summary" (version 1.0): the definition applied to the score voxel's own summary, calcium
+#   fraction x density weight of the peak x AU_PER_COUNTED_VOXEL. Measured on 50 phantoms with
+#   the shipped 1.0, it put only about half of a small lesion's score (totals under 30 AU) on
+#   the voxels where the truth lies (the box filter spreads it over neighbours), which the
+#   network had to make up by counting neighbours it was trained to call absent.
+PRIORS = ("candidate", "summary")
+
+
+def calcium_prior(channels: torch.Tensor, prior: str = "candidate") -> torch.Tensor:
+    """The score a voxel would carry if all its candidate calcium were coronary (B, 1, Z, Y, X),
+    zero where no native voxel reaches 130 HU (see PRIORS). The network decides which of it is
+    coronary, in which artery, and corrects it where the voxel misleads (a voxel shared by a
+    lesion and bone or another artery; with "summary", also lesions under 1 mm^2 and peaks
+    shared with bone next door)."""
+    if prior == "candidate":
+        return channels[:, 3:4]
     peak, fraction = channels[:, 1:2], channels[:, 2:3]
     weight = 1.0 + (peak >= 200).float() + (peak >= 300).float() + (peak >= 400).float()
     return torch.where(peak >= 130.0, AU_PER_COUNTED_VOXEL * fraction * weight, 0.0)
@@ -171,16 +185,17 @@ def calcium_prior(channels: torch.Tensor) -> torch.Tensor:
 class ScoreNet(nn.Module):
     """Fully convolutional direct Agatston regression with a per-artery score map.
 
-    Input: the three score-grid channels at 3 x 3 x 2.5 mm (preprocess.py: mean HU, peak HU,
-    calcium fraction, unnormalised) and the acquisition features. An encoder to 1/8 resolution
+    Input: the score-grid channels at 3 x 3 x 2.5 mm (preprocess.py: mean HU, peak HU, calcium
+    fraction, candidate score, unnormalised; the "summary" prior of version 1.0 does not see the
+    candidate score) and the acquisition features. An encoder to 1/8 resolution
     (24 mm in plane; a receptive field of about 15 cm, enough to tell the arteries apart by
     where they run on the heart) and a decoder back to the input grid with skip connections;
     decoder levels merge with 1x1 convolutions before their 3x3 convolution, which keeps a
     scan well inside the 2 s CPU budget.
 
     Output: one non-negative map per artery on the input grid, in Agatston units per voxel:
-    presence x correction x prior. The prior (`calcium_prior`) is the score the voxel's own
-    calcium would carry; presence (a sigmoid per artery) says whether it is that artery's
+    presence x correction x prior. The prior (`calcium_prior`, PRIORS) is the score the voxel's
+    own calcium would carry; presence (a sigmoid per artery) says whether it is that artery's
     calcium rather than bone, aortic or valve calcium or noise; the correction (exp of a log
     bounded to +-2) adjusts its size. Where no native voxel reaches 130 HU the map is exactly
     zero, as the Agatston definition demands, so the network only has to learn the coronary
@@ -188,15 +203,21 @@ class ScoreNet(nn.Module):
     orders of magnitude from totals (which, trained from scratch on a CPU, collapsed to zero).
     """
 
-    def __init__(self, width: int = 16, presence_threshold: float | None = None) -> None:
+    def __init__(
+        self, width: int = 16, presence_threshold: float | None = None, prior: str = "candidate"
+    ) -> None:
         super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; one of {PRIORS}")
+        self.prior = prior
         # At inference, optionally a hard decision: a voxel counts in full (presence 1) where
         # its presence probability reaches the threshold and not at all below it. Training
         # always uses the soft product; the model card says which the shipped model uses and
         # why (validation figures of both).
         self.presence_threshold = presence_threshold
         w = width
-        self.stem = _conv_bn(3 + N_ACQUISITION_FEATURES, w)  # 3 mm
+        n_channels = 4 if prior == "candidate" else 3
+        self.stem = _conv_bn(n_channels + N_ACQUISITION_FEATURES, w)  # 3 mm
         self.down1 = nn.Sequential(_conv_bn(w, 2 * w, stride=2), _conv_bn(2 * w, 2 * w))  # 6 mm
         self.down2 = nn.Sequential(
             _conv_bn(2 * w, 4 * w, stride=2), _conv_bn(4 * w, 4 * w)
@@ -214,7 +235,7 @@ class ScoreNet(nn.Module):
             self.head.bias[n:].zero_()
 
     def forward(self, channels: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
-        """channels (B, 3, Z, Y, X) as preprocess.score_input gives them; acquisition (B, 3).
+        """channels (B, 4, Z, Y, X) as preprocess.score_input gives them; acquisition (B, 3).
         Returns the score map (B, 3, Z, Y, X), non-negative, in Agatston units per voxel."""
         score_map, presence_logit, log_correction, prior = self.forward_factors(
             channels, acquisition
@@ -228,7 +249,8 @@ class ScoreNet(nn.Module):
         """(map, presence logits, log corrections, prior): the map and what training needs."""
         b, _, z, y, x = channels.shape
         conditioning = acquisition.view(b, -1, 1, 1, 1).expand(b, acquisition.shape[1], z, y, x)
-        s0 = self.stem(torch.cat([normalise_score_input(channels), conditioning], 1))
+        inputs = normalise_score_input(channels, with_candidate=self.prior == "candidate")
+        s0 = self.stem(torch.cat([inputs, conditioning], 1))
         s1 = self.down1(s0)
         s2 = self.down2(s1)
         s3 = self.down3(s2)
@@ -236,7 +258,7 @@ class ScoreNet(nn.Module):
         u1 = self.up1(_upsample_join(u2, s1))
         u0 = self.up0(_upsample_join(u1, s0))
         presence_logit, log_correction = self.factors(self.head(u0))
-        prior = calcium_prior(channels)
+        prior = calcium_prior(channels, self.prior)
         score_map = torch.sigmoid(presence_logit) * torch.exp(log_correction) * prior
         return score_map, presence_logit, log_correction, prior
 
@@ -248,11 +270,15 @@ class ScoreNet(nn.Module):
         return head[:, :n], bound * torch.tanh(head[:, n:] / bound)
 
 
-def normalise_score_input(channels: torch.Tensor) -> torch.Tensor:
-    """Score-grid channels (mean HU, peak HU, calcium fraction) to network range: soft tissue
-    and calcium resolved, air and lung flattened."""
+def normalise_score_input(channels: torch.Tensor, with_candidate: bool = True) -> torch.Tensor:
+    """Score-grid channels (mean HU, peak HU, calcium fraction, candidate score) to network
+    range: soft tissue and calcium resolved, air and lung flattened; the candidate score (0 to
+    about 36 AU per voxel) on a log scale."""
     hu = (channels[:, :2].clamp(-300.0, 1500.0) - 100.0) / 300.0
-    return torch.cat([hu, 4.0 * channels[:, 2:3] - 1.0], 1)
+    parts = [hu, 4.0 * channels[:, 2:3] - 1.0]
+    if with_candidate:
+        parts.append(torch.log1p(channels[:, 3:4].clamp(min=0.0)) - 1.0)
+    return torch.cat(parts, 1)
 
 
 def acquisition_features(increment_mm: float, thickness_mm: float, pixel_mm: float) -> list[float]:

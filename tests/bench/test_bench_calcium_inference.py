@@ -31,7 +31,7 @@ def test_seconds_per_scan_on_cpu(tmp_path, capsys) -> None:
     torch.save(ScoreNet(width=16).state_dict(), tmp_path / files["score"])
     digest = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in files.values()}
     manifest = {"name": "untrained", "version": "0", "files": files, "sha256": digest,
-                "registration": {"width": 16}, "score": {"width": 16}}  # fmt: skip
+                "registration": {"width": 16}, "score": {"width": 16, "prior": "candidate"}}  # fmt: skip
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
 
     case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))

@@ -41,7 +41,7 @@ def test_prepared_sample_holds_what_training_needs(tiny_models: Path) -> None:
     sample = np.load(next((tiny_models.parent / "data").glob("sample_*.npz")))
     assert sample["registration"].shape == (80, 80, 80)
     box = sample["score_box"].astype(np.float32)
-    assert box.shape == (3, 88, 78, 78)
+    assert box.shape == (4, 88, 78, 78)
     # The peak channel is never below the mean one; the calcium fraction is a fraction.
     assert (box[1] >= box[0] - 1).all()
     assert box[2].min() >= 0 and box[2].max() <= 1
@@ -49,6 +49,21 @@ def test_prepared_sample_holds_what_training_needs(tiny_models: Path) -> None:
     # The sparse score density is the truth's own: it sums to each artery's score.
     density = np.bincount(sample["density_artery"], sample["density_value"], minlength=3)
     np.testing.assert_allclose(density, sample["scores"], rtol=1e-5, atol=1e-3)
+
+    # ... and it lies on the voxels of the candidate score, binned the same way: what the
+    # candidate score holds there is the truth (float16), what the network must pick out.
+    scored = 0
+    for path in sorted((tiny_models.parent / "data").glob("sample_*.npz")):
+        with np.load(path) as sample:
+            on_truth = np.zeros(sample["score_box"].shape[1:], np.float32)
+            zyx = tuple(sample["density_zyx"].astype(int).T)
+            np.add.at(on_truth, zyx, sample["density_value"])
+            held = sample["score_box"][3].astype(np.float32)[on_truth > 0]
+            truth = float(sample["scores"].sum())
+        np.testing.assert_allclose(held.sum(), truth, rtol=2e-3, atol=0.05)
+        assert (held >= on_truth[on_truth > 0] * 0.999 - 0.01).all()
+        scored += truth > 0
+    assert scored >= 1, "the plan of seed 5 has phantoms with coronary calcium"
 
 
 def test_shipped_files_have_cards_and_checked_hashes(tiny_models: Path, tmp_path: Path) -> None:

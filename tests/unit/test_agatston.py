@@ -18,6 +18,7 @@ from models.agatston import (
     agatston,
     agatston_from_images,
     cac_drs,
+    candidate_contributions,
     connected_components,
     density_weight,
     risk_category,
@@ -782,3 +783,28 @@ def test_voxel_contributions_sum_to_the_artery_scores():
     parts = voxel_contributions(hu, lab, (2.0, 0.7, 0.7))
     for artery, score in result.per_artery.items():
         assert parts[artery][1].sum() == pytest.approx(score)
+
+
+def test_candidate_contributions_score_every_candidate_as_one_artery():
+    # The same voxels as the labelled calculator with every voxel labelled LAD.
+    rng = np.random.default_rng(11)
+    hu = rng.integers(-100, 700, size=(6, 24, 24)).astype(np.int16)
+    where, share = candidate_contributions(hu, (2.0, 0.7, 0.7))
+    zyx, expected = voxel_contributions(hu, np.full(hu.shape, LAD, np.uint8), (2.0, 0.7, 0.7))[
+        "LAD"
+    ]
+    order = np.argsort(np.ravel_multi_index(zyx, hu.shape))
+    np.testing.assert_array_equal(where, np.ravel_multi_index(zyx, hu.shape)[order])
+    np.testing.assert_allclose(share, expected[order])
+
+
+def test_candidate_contributions_drop_specks_and_weigh_by_the_component_peak():
+    hu, _ = blank((2, 8, 8))
+    hu[0, 0:2, 0:2] = 150  # 4 x 0.25 mm^2 = 1 mm^2, kept; peak 450 -> weight 4
+    hu[0, 0, 0] = 450
+    hu[1, 5, 5:8] = 400  # 0.75 mm^2: below 1 mm^2, dropped
+    hu[1, 0, 0] = 129  # below the threshold
+    where, share = candidate_contributions(hu, (1.5, 0.5, 0.5))
+    assert sorted(where) == [0, 1, 8, 9]
+    np.testing.assert_allclose(share, 0.25 * 4 * 1.5 / 3)  # 0.5 each, as the labelled case
+    assert candidate_contributions(np.zeros((1, 4, 4), np.int16), FINE)[1].size == 0

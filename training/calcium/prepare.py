@@ -9,11 +9,11 @@ Per case, one .npz (about 4 MB) with what both models train on, so that the full
   mask on that grid (for building the atlas);
 * `heart_centre_mm`, `registration_centre_mm`: where the heart is (centre of its bounds,
   atria and epicardial fat included) and where the registration grid is centred;
-* `score_box`: the three score-grid channels (float16) over a box larger than the network's
+* `score_box`: the four score-grid channels (float16) over a box larger than the network's
   crop by the registration jitter used in training, centred on the true heart centre;
 * `density_zyx`, `density_artery`, `density_value`: where the score lies, as a sparse map on
   the score box's grid (each counted voxel's share of its artery's score, binned to the
-  nearest box voxel): the dense target of the score map;
+  nearest box voxel, as the candidate-score channel is): the dense target of the score map;
 * `scores`: ground-truth Agatston per artery (LAD, LCX, RCA) and `acquisition` features.
 """
 
@@ -34,6 +34,7 @@ from models.agatston import voxel_contributions
 from models.calcium.networks import ARTERY_CHANNELS, acquisition_features
 from models.calcium.preprocess import (
     SCORE_SIZE_XYZ,
+    grid_indices,
     physical_centre,
     registration_grid,
     registration_volume,
@@ -53,19 +54,15 @@ def heart_centre(truth_patient: dict) -> np.ndarray:
     return (low + high) / 2
 
 
-def score_density(case, centre_mm) -> dict[str, np.ndarray]:
-    """The truth's voxel contributions binned onto the score box grid around `centre_mm`."""
-    grid = case.grid
-    spacing_zyx = grid.spacing[::-1]
+def score_density(case, image: sitk.Image, centre_mm) -> dict[str, np.ndarray]:
+    """The truth's voxel contributions binned onto the score box grid around `centre_mm`, the
+    same nearest-voxel binning as the candidate-score channel (preprocess.grid_indices)."""
     box = score_grid(centre_mm, BOX_SIZE_XYZ)
-    origin, step = np.asarray(box.GetOrigin()), np.asarray(box.GetSpacing())
     keys, values = [], []
-    contributions = voxel_contributions(case.image, case.labels, spacing_zyx)
+    contributions = voxel_contributions(case.image, case.labels, case.spacing_zyx)
     for artery_index, artery in enumerate(ARTERY_CHANNELS):
         zyx, share = contributions[artery]
-        world = np.stack([grid.x()[zyx[2]], grid.y()[zyx[1]], grid.z()[zyx[0]]], 1)
-        xyz = np.rint((world - origin) / step).astype(np.int64)
-        inside = np.all((xyz >= 0) & (xyz < np.asarray(BOX_SIZE_XYZ)), axis=1)
+        xyz, inside = grid_indices(image, zyx, box)
         keys.append(np.column_stack([np.full(inside.sum(), artery_index), xyz[inside, ::-1]]))
         values.append(share[inside])
     keys, values = np.concatenate(keys), np.concatenate(values)
@@ -93,7 +90,7 @@ def prepare_case(seed: int, category: int, options: CaseOptions | None = None) -
         "registration_centre_mm": physical_centre(image),
         "heart_centre_mm": centre,
         "score_box": score_input(image, centre, BOX_SIZE_XYZ).astype(np.float16),
-        **score_density(case, centre),
+        **score_density(case, image, centre),
         "scores": np.array([case.truth.per_artery[a] for a in ARTERY_CHANNELS]),
         "acquisition": np.array(
             acquisition_features(

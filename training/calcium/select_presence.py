@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     state = torch.load(args.score / "score.pt", map_location="cpu", weights_only=True)
     rows = []
     for threshold in THRESHOLDS:
-        net = ScoreNet(width=record["width"], presence_threshold=threshold)
+        net = ScoreNet(
+            width=record["width"],
+            presence_threshold=threshold,
+            prior=record.get("prior", "summary"),
+        )
         net.load_state_dict(state)
         predicted = validation_totals(net, samples, val_idx)
         reference_cat = metrics.score_categories(truth)

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from models.agatston import risk_category
 from models.calcium.inference import pick_device
-from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, ScoreNet
+from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, PRIORS, ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
 from training.calcium.data import load_samples, split
@@ -164,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         "--placement-weight", type=float, default=1.0, help="weight of the placement loss"
     )
     parser.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="candidate",
+        help="what the map multiplies (models/calcium/networks.PRIORS; summary: version 1.0)",
+    )
+    parser.add_argument(
         "--max-minutes", type=float, help="stop early after this much training time"
     )
     args = parser.parse_args(argv)
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     train_idx, val_idx = split(len(samples), 0.1, args.seed)
     rng = np.random.default_rng(args.seed)
 
-    net = ScoreNet(width=args.width)
+    net = ScoreNet(width=args.width, prior=args.prior)
     if args.init is not None:  # a further stage of training (its command is in the card)
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     net = net.to(device)
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
-                        iterations_run=iterations, init=str(args.init) if args.init else None, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
+                        iterations_run=iterations, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)
     print(
