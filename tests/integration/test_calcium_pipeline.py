@@ -284,6 +284,14 @@ def test_presence_is_chosen_on_an_independent_validation_folder(
     thresholds = [row["presence_threshold"] for row in selection["rows"]]
     assert thresholds == list(select_presence.THRESHOLDS)
     assert selection["chosen"] == select_presence.choose(selection["rows"])
+    # Several folders (two seeds' validation sets, say) are scored as one set.
+    assert (
+        select_presence.main(["--data", data, "--score", str(run), "--validation", data, data]) == 0
+    )
+    twice = json.loads((run / "presence_selection.json").read_text())
+    assert twice["n_validation"] == 6 and twice["validation"] == "all 6 samples of data, data"
+    for once, doubled in zip(selection["rows"], twice["rows"], strict=True):
+        assert doubled["mae"] == pytest.approx(once["mae"])  # the same cases, twice over
 
 
 def test_a_new_score_run_ships_beside_the_installed_registration(

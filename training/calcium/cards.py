@@ -7,6 +7,7 @@ change, so the card never disagrees with the files it describes.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from models.calcium.inference import MANIFEST
@@ -128,6 +129,53 @@ def presence_section(score: dict) -> str:
     )
 
 
+def score_design(score: dict) -> str:
+    """What the score network sees and computes, for the prior it was trained with
+    (models/calcium/networks.PRIORS; a manifest without the key is version 1.0's summary)."""
+    candidate = score.get("prior", "summary") == "candidate"
+    channels = (
+        "four channels, three summarising the scan's native voxels under one box voxel (mean "
+        "HU; peak HU; fraction of voxels at or above 130 HU) and the candidate score: the "
+        "Agatston score of the native voxels binned into that box voxel as if every calcium "
+        "candidate were coronary (2-D components per slice, the 1 mm^2 minimum area and the "
+        "component's density weight, all on the native grid)"
+        if candidate
+        else "three channels, each summarising the scan's native voxels under one box voxel "
+        "(mean HU; peak HU, so that sub-voxel calcifications keep the peak that sets their "
+        "density weight; fraction of voxels at or above 130 HU, the candidate area the score "
+        "counts)"
+    )
+    prior = (
+        "the prior is the candidate score, so a voxel with no counted candidate carries "
+        "exactly zero and the truth's own score lies on the same voxels as its candidate "
+        "score, however small the lesion; the network decides per artery whether the "
+        "candidate calcium is coronary (a sigmoid presence, against bone, aortic wall and "
+        "valve calcium, the mitral annulus and noise) and corrects its size (a factor between "
+        "e^-2 and e^2, for voxels that a lesion shares with other calcium)"
+        if candidate
+        else "the prior is the Agatston definition applied to the voxel's own summary "
+        "(fraction at or above 130 HU x the density weight of its peak x 7.5 AU, the score of a "
+        "fully counted 3 x 3 x 2.5 mm voxel at any pixel size and increment), so a voxel with "
+        "no candidate calcium carries exactly zero; the network decides per artery whether "
+        "the candidate calcium is coronary (a sigmoid presence, against bone, aortic wall and "
+        "valve calcium, the mitral annulus and noise) and corrects its size (a factor between "
+        "e^-2 and e^2, for lesion edges, specks under 1 mm^2 and peaks shared with bone)"
+    )
+    return textwrap.fill(
+        "Fully convolutional regression of the Agatston score (de Vos et al. 2019 design): input "
+        f"a 192 x 192 x 180 mm box around the located heart at 3 x 3 x 2.5 mm with {channels}, "
+        "plus the slice increment, thickness and pixel size; output a non-negative map per "
+        "artery (LAD, LCX, RCA) on the same grid whose sums are the artery scores. The map is "
+        f"the decision feedback. Each map voxel is presence x correction x prior: {prior}. "
+        "Loss: squared error of log(1 + score) per artery and for the total, plus "
+        f"{score.get('placement_weight', 0)} x a placement loss against the truth's own score "
+        "density (each counted voxel's share of the Agatston score): class-balanced "
+        "cross-entropy of the presence on the candidate voxels and squared error of the log "
+        f"correction where the truth carries score. Width {score['width']}.",
+        width=96,
+    )
+
+
 def write_cards(weights: Path) -> None:
     m = json.loads((weights / MANIFEST).read_text())
     reg, score = m["registration"], m["score"]
@@ -207,24 +255,7 @@ so errors within that range are covered by design.
         weights / "calcium_score.md"
     ).write_text(f"""# Model card: direct coronary calcium score ConvNet
 
-Fully convolutional regression of the Agatston score (de Vos et al. 2019 design): input a
-192 x 192 x 180 mm box around the located heart at 3 x 3 x 2.5 mm with three channels, each
-summarising the scan's native voxels under one box voxel (mean HU; peak HU, so that sub-voxel
-calcifications keep the peak that sets their density weight; fraction of voxels at or above
-130 HU, the candidate area the score counts) plus the slice increment, thickness and pixel
-size; output a non-negative map per artery (LAD, LCX, RCA) on the same grid whose sums are the
-artery scores. The map is the decision feedback. Each map voxel is presence x correction x
-prior: the prior is the Agatston definition applied to the voxel's own summary (fraction at or
-above 130 HU x the density weight of its peak x 7.5 AU, the score of a fully counted 3 x 3 x
-2.5 mm voxel at any pixel size and increment), so a voxel with no candidate calcium carries
-exactly zero; the network decides per artery whether the candidate calcium is coronary
-(a sigmoid presence, against bone, aortic wall and valve calcium, the mitral annulus and
-noise) and corrects its size (a factor between e^-2 and e^2, for lesion edges, specks under
-1 mm^2 and peaks shared with bone). Loss: squared error of log(1 + score) per artery and for
-the total, plus {score.get("placement_weight", 0)} x a placement loss against the truth's own
-score density (each counted voxel's share of the Agatston score): class-balanced cross-entropy
-of the presence on the candidate voxels and squared error of the log correction where the truth
-carries score. Width {score["width"]}.
+{score_design(score)}
 
 {shared}
 ## Training

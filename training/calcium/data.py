@@ -86,3 +86,21 @@ def split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(n * validation_fraction))) if n > 1 else 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def concatenate(parts: list[Samples]) -> Samples:
+    """Several folders' samples as one set (in the order given)."""
+    if len(parts) == 1:
+        return parts[0]
+    joined = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    with_boxes = all(p.score_box is not None for p in parts)
+    return Samples(
+        registration=joined("registration"),
+        registration_heart=joined("registration_heart"),
+        heart_offset_mm=joined("heart_offset_mm"),
+        score_box=joined("score_box") if with_boxes else None,
+        scores=joined("scores"),
+        acquisition=joined("acquisition"),
+        seeds=joined("seeds"),
+        density=[d for p in parts for d in p.density] if with_boxes else None,
+    )

@@ -10,7 +10,7 @@ floor. This command scores validation phantoms (central crops on the true heart 
 soft map and with hard thresholds: by default the split train_score held out; with
 `--validation DIR`, every sample in a folder prepared from a seed of its own (a larger and
 independent set: a run started from an earlier run's weights has seen part of its own split
-under the earlier split). It writes
+under the earlier split; several folders, e.g. of two seeds, are scored together). It writes
 presence_selection.json into the run folder: the figures of each and the choice (the highest
 linearly weighted kappa over the five categories, then the highest ICC). `ship` applies it and
 the model card shows the table. The held-out evaluation (evaluate.py) uses phantoms from
@@ -31,7 +31,7 @@ from models.calcium.networks import ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium import metrics
 from training.calcium.common import write_json
-from training.calcium.data import load_samples, split
+from training.calcium.data import concatenate, load_samples, split
 from training.calcium.train_score import crop_offsets, crops
 
 THRESHOLDS = (None, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the soft product
@@ -72,15 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--validation",
         type=Path,
-        help="score every sample of this prepared folder instead of the run's validation split",
+        nargs="+",
+        help="score every sample of these prepared folders instead of the run's validation split",
     )
     args = parser.parse_args(argv)
 
     record = json.loads((args.score / "score_metrics.json").read_text())
     if args.validation is not None:
-        samples = load_samples(args.validation)
+        samples = concatenate([load_samples(folder) for folder in args.validation])
         val_idx = np.arange(len(samples))
-        source = f"all {len(samples)} samples of {args.validation.name}"
+        names = ", ".join(folder.name for folder in args.validation)
+        source = f"all {len(samples)} samples of {names}"
     else:
         seed = record["seed"] if args.seed is None else args.seed
         samples = load_samples(args.data)
