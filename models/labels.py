@@ -55,6 +55,10 @@ class Label(IntEnum):
     AORTIC_WALL_CALCIFICATION = 50
     AORTIC_VALVE_CALCIFICATION = 51
     MITRAL_ANNULUS_CALCIFICATION = 52
+    # Incidental calcifications outside the heart and aorta (phantom generator version 2).
+    LYMPH_NODE_CALCIFICATION = 53
+    AIRWAY_CARTILAGE_CALCIFICATION = 54
+    LUNG_GRANULOMA_CALCIFICATION = 55
     PATIENT_TABLE = 60
 
 

@@ -187,5 +187,20 @@ ORGAN_CODES: dict[Label, OrganCode] = {
         PATHOLOGIC_CALCIFICATION,
         region=CodedConcept("91134007", "SCT", "Mitral valve"),
     ),
+    Label.LYMPH_NODE_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("59441001", "SCT", "Lymph node"),
+    ),
+    Label.AIRWAY_CARTILAGE_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("44567001", "SCT", "Trachea"),
+    ),
+    Label.LUNG_GRANULOMA_CALCIFICATION: OrganCode(
+        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        PATHOLOGIC_CALCIFICATION,
+        region=CodedConcept("39607008", "SCT", "Lung"),
+    ),
     Label.PATIENT_TABLE: OrganCode(PHYSICAL_OBJECT, CodedConcept("86407004", "SCT", "Table")),
 }

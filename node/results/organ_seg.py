@@ -82,6 +82,9 @@ SEGMENT_NAMES: dict[Label, str] = {
     Label.AORTIC_WALL_CALCIFICATION: "Aortic wall calcification",
     Label.AORTIC_VALVE_CALCIFICATION: "Aortic valve calcification",
     Label.MITRAL_ANNULUS_CALCIFICATION: "Mitral annulus calcification",
+    Label.LYMPH_NODE_CALCIFICATION: "Lymph node calcification",
+    Label.AIRWAY_CARTILAGE_CALCIFICATION: "Tracheal cartilage calcification",
+    Label.LUNG_GRANULOMA_CALCIFICATION: "Calcified lung granuloma",
     Label.PATIENT_TABLE: "Patient table",
 }
 
@@ -127,6 +130,9 @@ SEGMENT_RGB: dict[Label, tuple[int, int, int]] = {
     Label.AORTIC_WALL_CALCIFICATION: (255, 255, 255),
     Label.AORTIC_VALVE_CALCIFICATION: (230, 230, 230),
     Label.MITRAL_ANNULUS_CALCIFICATION: (210, 210, 210),
+    Label.LYMPH_NODE_CALCIFICATION: (200, 200, 160),
+    Label.AIRWAY_CARTILAGE_CALCIFICATION: (190, 220, 240),
+    Label.LUNG_GRANULOMA_CALCIFICATION: (245, 245, 200),
     Label.PATIENT_TABLE: (128, 128, 128),
 }
 

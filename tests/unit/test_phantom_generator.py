@@ -100,6 +100,47 @@ def test_confounders_are_bright_but_do_not_count() -> None:
     assert np.median(case.image[bone]) > 200
 
 
+INCIDENTAL = (
+    Label.LYMPH_NODE_CALCIFICATION,
+    Label.AIRWAY_CARTILAGE_CALCIFICATION,
+    Label.LUNG_GRANULOMA_CALCIFICATION,
+)
+
+
+def test_incidental_calcifications_are_common_bright_and_never_coronary() -> None:
+    options = CaseOptions(matrix=128, protocol=(2.5, 2.5))
+    seen = set()
+    for seed in range(30, 42):
+        case = generate_case(seed, 0, options)  # category 0: no coronary calcium at all
+        present = {Label(v) for v in np.unique(case.labels)} & set(INCIDENTAL)
+        for label in present:
+            assert (case.image[case.labels == label] >= 130).all()
+        assert case.truth.total == 0
+        seen |= present
+        if seen == set(INCIDENTAL):
+            break
+    assert seen == set(INCIDENTAL), f"12 cases showed only {seen}"
+
+
+def test_incidental_calcifications_leave_the_rest_of_a_case_as_version_1_made_it(
+    monkeypatch,
+) -> None:
+    """They come from a random stream of their own: without them (as generator version 1
+    made the case) the anatomy, scan, noise, lesions and truth are the same."""
+    from training.phantoms import case as case_module
+
+    options = CaseOptions(matrix=128, protocol=(2.5, 2.5))
+    with_them = generate_case(33, 3, options)
+    assert any(c.label in INCIDENTAL for c in with_them.calcifications)
+    monkeypatch.setattr(case_module, "sample_incidental", lambda *args: [])
+    without = generate_case(33, 3, options)
+    assert without.truth == with_them.truth
+    lesions = [c for c in with_them.calcifications if c.label not in INCIDENTAL]
+    assert [c.to_dict() for c in without.calcifications] == [c.to_dict() for c in lesions]
+    untouched = ~np.isin(with_them.labels, INCIDENTAL)
+    assert (with_them.image == without.image)[untouched].mean() > 0.99
+
+
 def test_noise_level_matches_the_protocol() -> None:
     case = generate_case(3, 0, CaseOptions(matrix=512, protocol=(5.0, 5.0)))
     liver = ndimage.binary_erosion(case.labels == Label.LIVER, iterations=4)

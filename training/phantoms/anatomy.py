@@ -523,6 +523,9 @@ class Mediastinum:
     aortic_root_radius: float
     descending_aorta: Vessel
     esophagus: Vessel
+    trachea: Vessel  # axis from above the scan to the carina; radius of the air lumen
+    hila: tuple[np.ndarray, np.ndarray]  # right, left: where the main bronchi end
+    pulmonary_bifurcation: np.ndarray
 
     def repaint_posterior(self, canvas: Canvas, p: Patient) -> None:
         """Paint the descending aorta and the esophagus again, over a heart that was placed
@@ -615,6 +618,11 @@ def paint_mediastinum(
         aortic_root_radius=r_asc,
         descending_aorta=Vessel(descending, np.full(len(descending), r_desc)),
         esophagus=Vessel(esophagus, np.array([8.0, 8.0])),
+        trachea=Vessel(trachea, np.array([trachea_r, trachea_r])),
+        hila=tuple(
+            np.array([cx + side * 0.3 * p.half_width, cy, lv.carina - 20]) for side in (-1, 1)
+        ),
+        pulmonary_bifurcation=bifurcation,
     )
 
 

@@ -1,4 +1,6 @@
-"""Calcifications: coronary lesions that count and confounders that must not.
+"""Calcifications: coronary lesions that count and confounders that must not (aortic wall,
+aortic valve and mitral annulus calcification; from generator version 2 also calcified lymph
+nodes, lung granulomas and tracheal cartilage).
 
 Each calcification is a small cluster of ellipsoids with one true density. It is rendered by
 explicit supersampling (3 x 3 in plane, the slice thickness sampled every 0.35 mm along z, a box
@@ -20,8 +22,9 @@ from models.agatston import CALCIUM_THRESHOLD_HU
 from models.labels import Label
 from training.phantoms import materials as mat
 from training.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_blur
-from training.phantoms.anatomy import Anatomy, Vessel
-from training.phantoms.canvas import Canvas
+from training.phantoms.anatomy import LUNG_LABELS, Anatomy, Vessel
+from training.phantoms.canvas import Canvas, ellipsoid, ellipsoid_bounds
+from training.phantoms.geometry import index_range
 
 INFLUENCE_FRACTION = 0.02
 SUBSAMPLES_XY = 3
@@ -209,6 +212,129 @@ def sample_confounders(
                 tuple(blobs),
             )
         )
+    return out
+
+
+# Incidental calcifications (generator version 2): common on the chest CT of older patients,
+# never coronary, and small and dense like coronary lesions, so a scorer must tell them apart by
+# where they lie. Their rates do not follow the coronary burden: a patient without coronary
+# calcium has them as often as one with much.
+NODES_PER_CASE = 1.0  # Poisson mean: calcified mediastinal and hilar lymph nodes
+GRANULOMAS_PER_CASE = 0.7  # Poisson mean: calcified granulomas in the lungs near the heart
+CARTILAGE_RATE = 0.25  # chance of calcified tracheal cartilage rings
+
+
+def _node_centre(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
+    """A lymph-node position at one of the stations a calcified node is usually found at:
+    right or left paratracheal, subcarinal, aortopulmonary window, right or left hilum."""
+    med = anatomy.mediastinum
+    top, carina = med.trachea.path[0], med.trachea.path[-1]
+    wall = float(med.trachea.radii[-1]) + 2.0
+    station = rng.integers(6)
+    if station < 2:  # paratracheal, right (-x) or left (+x), between the carina and the arch
+        z = carina[2] + rng.uniform(5, 35)
+        axis = carina + (top - carina) * (z - carina[2]) / (top[2] - carina[2])
+        side = -1 if station == 0 else 1
+        return axis + [side * (wall + rng.uniform(3, 10)), rng.uniform(-6, 6), 0.0]
+    if station == 2:  # subcarinal: below the carina, between the main bronchi
+        return carina + [rng.uniform(-4, 8), rng.uniform(0, 12), -rng.uniform(10, 25)]
+    if station == 3:  # aortopulmonary window: above the pulmonary bifurcation, left of midline
+        return med.pulmonary_bifurcation + [
+            rng.uniform(0, 12),
+            rng.uniform(-8, 4),
+            rng.uniform(8, 20),
+        ]
+    return med.hila[station - 4] + rng.uniform(-10, 10, 3)
+
+
+def _calcified_node(
+    canvas: Canvas, anatomy: Anatomy, factor: float, rng: np.random.Generator
+) -> Calcification:
+    """A calcified lymph node: a soft-tissue node of 4-8 mm radius painted into the anatomy
+    (where it lies in lung, the phantom's thin mediastinum) holding either one solid focus or
+    a few stippled ones."""
+    centre = _node_centre(anatomy, rng)
+    axes, body = _frame(rng.normal(size=3), rng), rng.uniform(4.0, 8.0, 3)
+    canvas.paint(
+        ellipsoid(centre, axes, body),
+        *ellipsoid_bounds(centre, axes, body),
+        anatomy.patient.tissue["soft"],
+        None,
+        only_labels=LUNG_LABELS,
+    )
+    if rng.random() < 0.5:
+        blobs = (Blob(centre, axes, np.minimum(rng.uniform(1.0, 4.5, 3), body)),)
+    else:
+        spread = 0.6 * float(body.min())
+        blobs = tuple(
+            Blob(
+                centre + rng.uniform(-spread, spread, 3),
+                _frame(rng.normal(size=3), rng),
+                rng.uniform(0.6, 1.8, 3),
+            )  # fmt: skip
+            for _ in range(rng.integers(2, 6))
+        )
+    return Calcification(
+        int(Label.LYMPH_NODE_CALCIFICATION), rng.uniform(300, 1500) * factor, blobs
+    )
+
+
+def _lung_points(canvas: Canvas, anatomy: Anatomy, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random positions (x, y, z mm) inside the lungs within 60 mm of the heart's centre
+    height, where a granuloma lands in the score network's box."""
+    z_centre = anatomy.patient.heart_centre[2]
+    rows = index_range(canvas.z, z_centre - 60, z_centre + 60)
+    lung = np.isin(canvas.labels[rows], (Label.LEFT_LUNG, Label.RIGHT_LUNG))
+    where = np.flatnonzero(lung)
+    if where.size == 0:
+        return np.zeros((0, 3))
+    k, j, i = np.unravel_index(rng.choice(where, size=n), lung.shape)
+    return np.stack([canvas.x[i], canvas.y[j], canvas.z[rows][k]], 1)
+
+
+def _cartilage_rings(anatomy: Anatomy, factor: float, rng: np.random.Generator) -> Calcification:
+    """Calcified tracheal cartilage: thin arcs on the front and sides of the trachea's wall
+    (the cartilage is a horseshoe open at the back), a ring every 4 mm above the carina."""
+    trachea = anatomy.mediastinum.trachea
+    top, carina = trachea.path[0], trachea.path[-1]
+    radius = float(trachea.radii[-1]) + 1.0
+    start = rng.uniform(5, 30)
+    blobs = []
+    for ring in range(rng.integers(2, 7)):
+        z = carina[2] + start + 4.0 * ring
+        axis = carina + (top - carina) * (z - carina[2]) / (top[2] - carina[2])
+        for angle in np.radians(rng.uniform(-110, 110, rng.integers(3, 7))):
+            # angle 0 points to the front (-y); the arc runs round to both sides
+            point = axis + radius * np.array([np.sin(angle), -np.cos(angle), 0.0])
+            blobs.append(
+                Blob(
+                    point,
+                    np.eye(3),
+                    np.array([rng.uniform(0.8, 1.6), rng.uniform(0.8, 1.6), rng.uniform(0.5, 1.0)]),
+                )
+            )
+    return Calcification(
+        int(Label.AIRWAY_CARTILAGE_CALCIFICATION), rng.uniform(250, 700) * factor, tuple(blobs)
+    )
+
+
+def sample_incidental(
+    anatomy: Anatomy, canvas: Canvas, acq: Acquisition, rng: np.random.Generator
+) -> list[Calcification]:
+    """Calcified lymph nodes, lung granulomas and tracheal cartilage (see NODES_PER_CASE).
+    Paints the nodes' soft tissue into the canvas, so it must run before the scan."""
+    factor = mat.calcium_factor(acq.kvp)
+    n_nodes = rng.poisson(NODES_PER_CASE)
+    out = [_calcified_node(canvas, anatomy, factor, rng) for _ in range(n_nodes)]
+    for centre in _lung_points(canvas, anatomy, rng.poisson(GRANULOMAS_PER_CASE), rng):
+        blob = Blob(centre, _frame(rng.normal(size=3), rng), rng.uniform(1.0, 3.5, 3))
+        out.append(
+            Calcification(
+                int(Label.LUNG_GRANULOMA_CALCIFICATION), rng.uniform(400, 1500) * factor, (blob,)
+            )
+        )
+    if rng.random() < CARTILAGE_RATE:
+        out.append(_cartilage_rings(anatomy, factor, rng))
     return out
 
 

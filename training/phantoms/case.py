@@ -22,12 +22,16 @@ from training.phantoms.calcium import (
     compose,
     render,
     sample_confounders,
+    sample_incidental,
     sample_lesions,
 )
 from training.phantoms.canvas import Canvas
 from training.phantoms.geometry import Grid
 
-GENERATOR_VERSION = "1"
+# Version 2 adds incidental calcifications (calcium.sample_incidental) drawn from a random
+# stream of their own: every other part of a case (anatomy, scan, noise, lesions) is what
+# version 1 made from the same seed.
+GENERATOR_VERSION = "2"
 MAX_ATTEMPTS = 10  # lesion sets tried to reach the requested category
 MAX_TOTAL = 5000.0  # category 4 is open-ended; scores above this are rare in chest CT cohorts
 
@@ -87,12 +91,14 @@ def generate_case(
     grid = acq.grid()
     canvas = Canvas.empty(grid, mat.AIR)
     anatomy = paint_anatomy(canvas, patient, levels, rng)
+    incidental_rng = np.random.default_rng([seed, 2])  # version 2's own stream (see above)
+    incidental = sample_incidental(anatomy, canvas, acq, incidental_rng)  # paints node tissue
 
     base = scan(canvas.hu, acq, rng)
     spikes = add_noise_spikes(base, canvas.labels != Label.BACKGROUND, rng)
 
     category = target_category if target_category is not None else int(rng.integers(5))
-    confounders = sample_confounders(anatomy, acq, category, rng)
+    confounders = sample_confounders(anatomy, acq, category, rng) + incidental
     rendered_confounders = [r for c in confounders if (r := render(c, canvas, canvas.hu, acq))]
     scale = 1.0
     for attempt in range(1, MAX_ATTEMPTS + 1):  # noqa: B007 - reported after the loop
