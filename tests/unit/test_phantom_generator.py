@@ -122,18 +122,15 @@ def test_incidental_calcifications_are_common_bright_and_never_coronary() -> Non
     assert seen == set(INCIDENTAL), f"12 cases showed only {seen}"
 
 
-def test_incidental_calcifications_leave_the_rest_of_a_case_as_version_1_made_it(
-    monkeypatch,
-) -> None:
-    """They come from a random stream of their own: without them (as generator version 1
-    made the case) the anatomy, scan, noise, lesions and truth are the same."""
-    from training.phantoms import case as case_module
-
+def test_incidental_calcifications_leave_the_rest_of_a_case_as_version_1_made_it() -> None:
+    """They come from a random stream of their own: without them (CaseOptions.incidental
+    False, as generator version 1 made the case) the anatomy, scan, noise, lesions and truth
+    are the same."""
     options = CaseOptions(matrix=128, protocol=(2.5, 2.5))
     with_them = generate_case(33, 3, options)
     assert any(c.label in INCIDENTAL for c in with_them.calcifications)
-    monkeypatch.setattr(case_module, "sample_incidental", lambda *args: [])
-    without = generate_case(33, 3, options)
+    without = generate_case(33, 3, CaseOptions(matrix=128, protocol=(2.5, 2.5), incidental=False))
+    assert not np.isin(without.labels, INCIDENTAL).any()
     assert without.truth == with_them.truth
     lesions = [c for c in with_them.calcifications if c.label not in INCIDENTAL]
     assert [c.to_dict() for c in without.calcifications] == [c.to_dict() for c in lesions]

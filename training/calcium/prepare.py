@@ -1,6 +1,10 @@
 """Turn freshly generated phantoms into training samples for the calcium models.
 
-python -m training.calcium.prepare --out DIR --n N --seed S [--workers W]
+python -m training.calcium.prepare --out DIR --n N --seed S [--workers W] [--generator 1]
+
+`--generator 1` makes the phantoms without the incidental calcifications of generator version
+2 (lymph nodes, granulomas, tracheal rings), exactly as version 1 made them from the same seed:
+the first stage of the shipped score network was trained on those.
 
 Per case, one .npz (about 4 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:
@@ -102,10 +106,10 @@ def prepare_case(seed: int, category: int, options: CaseOptions | None = None) -
 
 
 def _job(args: tuple) -> dict:
-    (index, seed, category), out = args
+    (index, seed, category), out, options = args
     path = out / f"sample_{index:05d}.npz"
     if not path.exists():  # resumable: a rerun only makes what is missing
-        sample = prepare_case(seed, category)
+        sample = prepare_case(seed, category, options)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **sample)  # uncompressed: writing and loading dominate otherwise
         tmp.rename(path)
@@ -123,9 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, help="stop starting new cases after this")
+    parser.add_argument(
+        "--generator",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="phantom generator version (1: without incidental calcifications)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(p, args.out) for p in case_plan(args.n, args.seed, args.start)]
+    options = CaseOptions(incidental=args.generator >= 2)
+    jobs = [(p, args.out, options) for p in case_plan(args.n, args.seed, args.start)]
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
     done = 0
     with (

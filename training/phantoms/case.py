@@ -41,6 +41,7 @@ class CaseOptions:
     matrix: int = 512
     protocol: tuple[float, float] | None = None  # (thickness, increment) mm; None: sampled
     n_slices: int | None = None  # None: coverage sampled in 150-350 mm
+    incidental: bool = True  # False: no incidental calcifications, as generator version 1
 
 
 @dataclass
@@ -92,7 +93,9 @@ def generate_case(
     canvas = Canvas.empty(grid, mat.AIR)
     anatomy = paint_anatomy(canvas, patient, levels, rng)
     incidental_rng = np.random.default_rng([seed, 2])  # version 2's own stream (see above)
-    incidental = sample_incidental(anatomy, canvas, acq, incidental_rng)  # paints node tissue
+    incidental = (  # paints node tissue
+        sample_incidental(anatomy, canvas, acq, incidental_rng) if options.incidental else []
+    )
 
     base = scan(canvas.hu, acq, rng)
     spikes = add_noise_spikes(base, canvas.labels != Label.BACKGROUND, rng)
