@@ -116,6 +116,11 @@ def _anatomy(value: str, meaning: str, modifier: CodedConcept | None = None) -> 
     return OrganCode(ANATOMICAL_STRUCTURE, CodedConcept(value, "SCT", meaning), modifier)
 
 
+def _calcification(region: CodedConcept) -> OrganCode:
+    """Pathologic calcification of a structure (category: morphologically abnormal structure)."""
+    return OrganCode(MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=region)
+
+
 ORGAN_CODES: dict[Label, OrganCode] = {
     Label.AORTA: _anatomy("15825003", "Aorta"),
     Label.BLADDER: _anatomy("89837001", "Bladder"),
@@ -158,49 +163,23 @@ ORGAN_CODES: dict[Label, OrganCode] = {
     ),
     Label.MAIN_BRONCHI: _anatomy("955009", "Bronchus"),
     Label.SPINAL_CANAL: _anatomy("61853006", "Vertebral canal"),
-    Label.CAC_LEFT_MAIN: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("3227004", "SCT", "Left main coronary artery"),
+    Label.CAC_LEFT_MAIN: _calcification(
+        CodedConcept("3227004", "SCT", "Left main coronary artery")
     ),
-    Label.CAC_LAD: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["LAD"]
+    Label.CAC_LAD: _calcification(ARTERY_SITES["LAD"]),
+    Label.CAC_LCX: _calcification(ARTERY_SITES["LCX"]),
+    Label.CAC_RCA: _calcification(ARTERY_SITES["RCA"]),
+    Label.AORTIC_WALL_CALCIFICATION: _calcification(CodedConcept("15825003", "SCT", "Aorta")),
+    Label.AORTIC_VALVE_CALCIFICATION: _calcification(
+        CodedConcept("34202007", "SCT", "Aortic valve")
     ),
-    Label.CAC_LCX: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["LCX"]
+    Label.MITRAL_ANNULUS_CALCIFICATION: _calcification(
+        CodedConcept("91134007", "SCT", "Mitral valve")
     ),
-    Label.CAC_RCA: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE, PATHOLOGIC_CALCIFICATION, region=ARTERY_SITES["RCA"]
+    Label.LYMPH_NODE_CALCIFICATION: _calcification(CodedConcept("59441001", "SCT", "Lymph node")),
+    Label.AIRWAY_CARTILAGE_CALCIFICATION: _calcification(
+        CodedConcept("44567001", "SCT", "Trachea")
     ),
-    Label.AORTIC_WALL_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("15825003", "SCT", "Aorta"),
-    ),
-    Label.AORTIC_VALVE_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("34202007", "SCT", "Aortic valve"),
-    ),
-    Label.MITRAL_ANNULUS_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("91134007", "SCT", "Mitral valve"),
-    ),
-    Label.LYMPH_NODE_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("59441001", "SCT", "Lymph node"),
-    ),
-    Label.AIRWAY_CARTILAGE_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("44567001", "SCT", "Trachea"),
-    ),
-    Label.LUNG_GRANULOMA_CALCIFICATION: OrganCode(
-        MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        PATHOLOGIC_CALCIFICATION,
-        region=CodedConcept("39607008", "SCT", "Lung"),
-    ),
+    Label.LUNG_GRANULOMA_CALCIFICATION: _calcification(CodedConcept("39607008", "SCT", "Lung")),
     Label.PATIENT_TABLE: OrganCode(PHYSICAL_OBJECT, CodedConcept("86407004", "SCT", "Table")),
 }
