@@ -4,7 +4,8 @@ python -m training.calcium.prepare --out DIR --n N --seed S [--workers W] [--gen
 
 `--generator 1` makes the phantoms without the incidental calcifications of generator version
 2 (lymph nodes, granulomas, tracheal rings), exactly as version 1 made them from the same seed:
-the first stage of the shipped score network was trained on those.
+the shipped version 1.0 and the first stage of the candidates in training/calcium/results were
+trained on those.
 
 Per case, one .npz (about 4 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:

@@ -224,16 +224,23 @@ GRANULOMAS_PER_CASE = 0.7  # Poisson mean: calcified granulomas in the lungs nea
 CARTILAGE_RATE = 0.25  # chance of calcified tracheal cartilage rings
 
 
+def _trachea_axis_at(anatomy: Anatomy, z: float) -> np.ndarray:
+    """The trachea's axis (x, y, z mm) at height z: its path runs straight from the top of the
+    scan down to the carina."""
+    path = anatomy.mediastinum.trachea.path
+    top, carina = path[0], path[-1]
+    return carina + (top - carina) * (z - carina[2]) / (top[2] - carina[2])
+
+
 def _node_centre(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """A lymph-node position at one of the stations a calcified node is usually found at:
     right or left paratracheal, subcarinal, aortopulmonary window, right or left hilum."""
     med = anatomy.mediastinum
-    top, carina = med.trachea.path[0], med.trachea.path[-1]
+    carina = med.trachea.path[-1]
     wall = float(med.trachea.radii[-1]) + 2.0
     station = rng.integers(6)
     if station < 2:  # paratracheal, right (-x) or left (+x), between the carina and the arch
-        z = carina[2] + rng.uniform(5, 35)
-        axis = carina + (top - carina) * (z - carina[2]) / (top[2] - carina[2])
+        axis = _trachea_axis_at(anatomy, carina[2] + rng.uniform(5, 35))
         side = -1 if station == 0 else 1
         return axis + [side * (wall + rng.uniform(3, 10)), rng.uniform(-6, 6), 0.0]
     if station == 2:  # subcarinal: below the carina, between the main bronchi
@@ -271,7 +278,7 @@ def _calcified_node(
                 centre + rng.uniform(-spread, spread, 3),
                 _frame(rng.normal(size=3), rng),
                 rng.uniform(0.6, 1.8, 3),
-            )  # fmt: skip
+            )
             for _ in range(rng.integers(2, 6))
         )
     return Calcification(
@@ -284,7 +291,7 @@ def _lung_points(canvas: Canvas, anatomy: Anatomy, n: int, rng: np.random.Genera
     height, where a granuloma lands in the score network's box."""
     z_centre = anatomy.patient.heart_centre[2]
     rows = index_range(canvas.z, z_centre - 60, z_centre + 60)
-    lung = np.isin(canvas.labels[rows], (Label.LEFT_LUNG, Label.RIGHT_LUNG))
+    lung = np.isin(canvas.labels[rows], LUNG_LABELS)
     where = np.flatnonzero(lung)
     if where.size == 0:
         return np.zeros((0, 3))
@@ -296,13 +303,12 @@ def _cartilage_rings(anatomy: Anatomy, factor: float, rng: np.random.Generator) 
     """Calcified tracheal cartilage: thin arcs on the front and sides of the trachea's wall
     (the cartilage is a horseshoe open at the back), a ring every 4 mm above the carina."""
     trachea = anatomy.mediastinum.trachea
-    top, carina = trachea.path[0], trachea.path[-1]
+    carina = trachea.path[-1]
     radius = float(trachea.radii[-1]) + 1.0
     start = rng.uniform(5, 30)
     blobs = []
     for ring in range(rng.integers(2, 7)):
-        z = carina[2] + start + 4.0 * ring
-        axis = carina + (top - carina) * (z - carina[2]) / (top[2] - carina[2])
+        axis = _trachea_axis_at(anatomy, carina[2] + start + 4.0 * ring)
         for angle in np.radians(rng.uniform(-110, 110, rng.integers(3, 7))):
             # angle 0 points to the front (-y); the arc runs round to both sides
             point = axis + radius * np.array([np.sin(angle), -np.cos(angle), 0.0])
