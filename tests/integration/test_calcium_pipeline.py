@@ -66,6 +66,25 @@ def test_prepared_sample_holds_what_training_needs(tiny_models: Path) -> None:
     assert scored >= 1, "the plan of seed 5 has phantoms with coronary calcium"
 
 
+def test_prepare_generator_1_leaves_out_only_the_incidental_calcifications(tmp_path: Path) -> None:
+    """--generator 1 remakes the samples earlier models were trained on: the same case (seed 8's
+    first phantom has calcified lymph nodes in version 2) without the incidental calcium."""
+    made = {}
+    for generator in ("1", "2"):
+        out = tmp_path / generator
+        assert (
+            prepare.main(["--out", str(out), "--n", "1", "--seed", "8", "--generator", generator])
+            == 0
+        )
+        made[generator] = np.load(out / "sample_00000.npz")
+    old, new = made["1"], made["2"]
+    np.testing.assert_array_equal(old["scores"], new["scores"])
+    np.testing.assert_array_equal(old["heart_centre_mm"], new["heart_centre_mm"])
+    brighter = new["registration"].astype(int) - old["registration"].astype(int)
+    assert brighter.max() > 100  # the nodes' calcium, only in version 2
+    assert (brighter != 0).mean() < 0.01  # and nothing else moved
+
+
 def test_shipped_files_have_cards_and_checked_hashes(tiny_models: Path, tmp_path: Path) -> None:
     manifest = json.loads((tiny_models / "calcium_manifest.json").read_text())
     assert set(manifest["sha256"]) == {
