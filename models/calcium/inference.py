@@ -10,7 +10,8 @@
    a translation search around the atlas heart refines that point (heart_search.py).
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
    HU, peak HU, calcium-fraction and candidate-score channels) and returns a non-negative map per artery whose
-   sums are the Agatston scores.
+   sums are the Agatston scores. Where the manifest gives a coronary region
+   (`score.coronary_region_mm`, coronary_region.py), the map is zero outside it.
 3. The map, resampled to the scan's own grid, is the decision feedback.
 
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
@@ -33,6 +34,7 @@ import torch
 
 from models.agatston import CATEGORY_NAMES, cac_drs, risk_category
 from models.calcium import networks as nets
+from models.calcium.coronary_region import region_mask
 from models.calcium.heart_search import HeartSearch
 from models.calcium.preprocess import (
     REG_SIZE,
@@ -72,6 +74,8 @@ class CalciumResult:
     seconds: float = 0.0
     device: str = "cpu"
     model: str = ""
+    # What the network put outside the coronary region and was not counted (Agatston units).
+    outside_region_au: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +87,7 @@ class CalciumResult:
             "flags": list(self.flags),
             "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
             "registration": self.transform,
+            "outside_region_au": round(self.outside_region_au, 2),
             "seconds": round(self.seconds, 3),
             "device": self.device,
             "model": self.model,
@@ -157,6 +162,8 @@ class CalciumScorer:
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
+        region_mm = self.manifest["score"].get("coronary_region_mm")  # absent before 2.0
+        self.region = None if region_mm is None else region_mask(region_mm)
         self.name = f"{self.manifest['name']} {self.manifest['version']}"
         self.registration_passes = int(self.manifest["registration"].get("passes", 1))
         with torch.inference_mode():
@@ -228,6 +235,10 @@ class CalciumScorer:
                 .cpu()
                 .numpy()
             )
+        outside = 0.0
+        if self.region is not None:
+            outside = float(score_map.sum() - (score_map * self.region).sum())
+            score_map *= self.region
         per_artery = {a: float(score_map[i].sum()) for i, a in enumerate(nets.ARTERY_CHANNELS)}
         total = float(sum(per_artery.values()))
         feedback = _feedback(score_map, centre, ct)
@@ -243,6 +254,7 @@ class CalciumScorer:
             seconds=time.perf_counter() - start,
             device=str(self.device),
             model=self.name,
+            outside_region_au=max(outside, 0.0),
         )
 
 

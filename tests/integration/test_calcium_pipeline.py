@@ -340,3 +340,55 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     with pytest.raises(SystemExit):  # nothing installed to keep: --registration is needed
         ship.main(["--score", str(run), "--weights", str(tmp_path / "empty")])
     assert not (tmp_path / "empty").exists()  # refused before anything was written
+
+
+def test_coronary_region_is_chosen_shipped_and_limits_what_counts(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """coronary_extent writes the region into the run, ship puts it into the manifest, and the
+    scorer counts only inside it: what it leaves out is reported, and adds back to the score
+    of the same weights without a region."""
+    from training.calcium import coronary_extent
+
+    run = tmp_path / "score"
+    shutil.copytree(tiny_models.parent / "score", run)
+    data = str(tiny_models.parent / "data")
+    args = ["--data", data, "--score", str(run), "--weights", str(tiny_models)]
+    assert coronary_extent.main([*args, "--margin-mm", "10"]) == 0
+    report = json.loads((run / "coronary_region.json").read_text())
+    lesion, region = np.asarray(report["lesion_semi_axes_mm"]), np.asarray(report["semi_axes_mm"])
+    assert np.allclose(region, lesion + 10.0, atol=0.11)
+    assert 0.0 <= report["truth_outside_fraction"] <= 1.0
+
+    # A small region, so that this barely trained network's map is cut.
+    report["semi_axes_mm"] = [30.0, 30.0, 20.0]
+    (run / "coronary_region.json").write_text(json.dumps(report))
+    weights = tmp_path / "weights"
+    reg = ["--registration", str(tiny_models.parent / "reg")]
+    assert ship.main([*reg, "--score", str(run), "--weights", str(weights), "--heart-search"]) == 0
+    manifest = json.loads((weights / "calcium_manifest.json").read_text())
+    assert manifest["score"]["coronary_region_mm"] == [30.0, 30.0, 20.0]
+    assert manifest["registration"]["heart_search"] is True
+    assert "coronary region" in (weights / "calcium_score.md").read_text().lower()
+
+    case = generate_case(77, 2, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
+    ct = case.grid.to_image(case.image)
+    gated = CalciumScorer(weights, device="cpu").score(ct)
+    plain = CalciumScorer(tiny_models, device="cpu", heart_search=True).score(ct)
+    assert plain.outside_region_au == 0.0 and plain.agatston_total > 0
+    assert gated.outside_region_au > 0
+    assert gated.agatston_total + gated.outside_region_au == pytest.approx(
+        plain.agatston_total, rel=1e-4, abs=1e-3
+    )
+    assert gated.to_dict()["outside_region_au"] == round(gated.outside_region_au, 2)
+    # The feedback is cut the same way: nothing farther from the heart than the region.
+    total = gated.feedback_total()
+    if total is not None:
+        values = sitk.GetArrayFromImage(total)
+        zyx = np.argwhere(values > 1e-6)
+        points = np.array(
+            [total.TransformIndexToPhysicalPoint([int(v) for v in p[::-1]]) for p in zyx]
+        )
+        offsets = points - np.asarray(gated.heart_centre_mm)  # x, y, z
+        # Linear resampling reaches at most one score voxel beyond the region.
+        assert np.all(np.abs(offsets) <= np.array([30.0, 30.0, 20.0]) + 3.5)

@@ -129,6 +129,36 @@ def presence_section(score: dict) -> str:
     )
 
 
+def region_section(score: dict, heart_search: bool) -> str:
+    """The coronary region the map is limited to (coronary_region.py), with its figures."""
+    region = score.get("coronary_region")
+    if not region:
+        return ""
+    x, y, z = score["coronary_region_mm"]
+    lx, ly, lz = region["lesion_semi_axes_mm"]
+    located = region["located_error_mm"]
+    return (
+        "## Coronary region\n\n"
+        + textwrap.fill(
+            "The score map counts only inside an ellipsoid around the located "
+            f"heart centre with semi-axes {x} x {y} x {z} mm (x, y, z; "
+            "`models/calcium/coronary_region.py`, `python -m training.calcium.coronary_extent`): "
+            f"the extent of the truth's score around the true heart centre in {region['data']} "
+            f"({lx} x {ly} x {lz} mm) plus {region['margin_mm']} mm for the error of the heart's "
+            "location. The network sees the whole box; calcium outside the region is not counted "
+            "and each result reports how much the network had put there (`outside_region_au`). "
+            f"Checked on the same samples, located as the node locates them (registration "
+            f"{'and heart search' if heart_search else 'alone'}; error median "
+            f"{located['median']:.1f}, 95th percentile {located['p95']:.1f}, maximum "
+            f"{located['max']:.1f} mm): {region['truth_outside_fraction'] * 100:.3f} % of the "
+            f"truth's score fell outside the region ({region['truth_outside_au']:.1f} AU; "
+            f"{region['samples_losing_over_1_au']} samples lost more than 1 AU).",
+            width=96,
+        )
+        + "\n"
+    )
+
+
 def score_design(score: dict) -> str:
     """What the score network sees and computes, for the prior it was trained with
     (models/calcium/networks.PRIORS; a manifest without the key is version 1.0's summary)."""
@@ -291,6 +321,7 @@ so errors within that range are covered by design.
 ![training curve](calcium_score_curve.png)
 
 {presence_section(score)}
+{region_section(score, bool(reg.get("heart_search")))}
 
 ## Evaluation (the whole pipeline: registration, crop, score)
 

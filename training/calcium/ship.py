@@ -3,6 +3,9 @@
 python -m training.calcium.ship [--registration RUN] --score RUN [--weights models/weights]
                                 [--version V]
 
+A coronary_region.json in the score run folder (coronary_extent.py) becomes the manifest's
+`score.coronary_region_mm`: the score map counts only inside that ellipsoid around the heart.
+
 Without --registration the installed registration ConvNet and atlas stay as they are (a new
 score network for the same registration, e.g. a further stage of score training).
 
@@ -25,6 +28,7 @@ import torch
 from models.calcium.inference import MANIFEST, WEIGHTS_DIR, sha256
 from training.calcium.cards import write_cards
 from training.calcium.common import write_json
+from training.calcium.coronary_extent import REGION_FILE
 from training.phantoms.case import GENERATOR_VERSION
 
 VERSION = "1.0"
@@ -56,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         help="score with a hard presence decision at this probability (default: the choice "
         "in the score run's presence_selection.json, else the soft product)",
     )
+    parser.add_argument(
+        "--heart-search",
+        action=argparse.BooleanOptionalAction,
+        help="refine the heart centre by the search at inference (default: keep the "
+        "installed registration's setting; a new registration: off)",
+    )
     args = parser.parse_args(argv)
 
     files = {
@@ -77,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             args.weights / "calcium_registration_curve.png",
         )
         registration = json.loads((args.registration / "registration_metrics.json").read_text())
+    if args.heart_search is not None:
+        registration["heart_search"] = args.heart_search
     half_precision(args.score / "score.pt", args.weights / files["score"])
     shutil.copyfile(args.score / "score_curve.png", args.weights / "calcium_score_curve.png")
     score = json.loads((args.score / "score_metrics.json").read_text())
     selection_file = args.score / "presence_selection.json"  # select_presence.py
     selection = json.loads(selection_file.read_text()) if selection_file.exists() else None
+    region_file = args.score / REGION_FILE  # coronary_extent.py
+    region = json.loads(region_file.read_text()) if region_file.exists() else None
     threshold = args.presence_threshold
     if threshold is None and selection is not None:
         threshold = selection["chosen"]
@@ -99,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in score.items() if k != "history"},
             "presence_threshold": threshold,
             "presence_selection": selection,
+            **(
+                {}
+                if region is None
+                else {"coronary_region_mm": region["semi_axes_mm"], "coronary_region": region}
+            ),
         },
     }
     write_json(args.weights / MANIFEST, manifest)
