@@ -60,6 +60,7 @@ def _score_case(job: tuple[int, int, int]) -> dict:
         "predicted": result.agatston_total,
         "predicted_per_artery": result.agatston_per_artery,
         "flags": result.flags,
+        "outside_region_au": result.outside_region_au,
         "seconds": result.seconds,
     }
 
