@@ -237,8 +237,9 @@ class CalciumScorer:
             )
         outside = 0.0
         if self.region is not None:
-            outside = float(score_map.sum() - (score_map * self.region).sum())
-            score_map *= self.region
+            counted = score_map * self.region
+            outside = float(score_map.sum() - counted.sum())
+            score_map = counted
         per_artery = {a: float(score_map[i].sum()) for i, a in enumerate(nets.ARTERY_CHANNELS)}
         total = float(sum(per_artery.values()))
         feedback = _feedback(score_map, centre, ct)

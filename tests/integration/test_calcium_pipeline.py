@@ -383,12 +383,10 @@ def test_coronary_region_is_chosen_shipped_and_limits_what_counts(
     assert gated.to_dict()["outside_region_au"] == round(gated.outside_region_au, 2)
     # The feedback is cut the same way: nothing farther from the heart than the region.
     total = gated.feedback_total()
-    if total is not None:
-        values = sitk.GetArrayFromImage(total)
-        zyx = np.argwhere(values > 1e-6)
-        points = np.array(
-            [total.TransformIndexToPhysicalPoint([int(v) for v in p[::-1]]) for p in zyx]
-        )
-        offsets = points - np.asarray(gated.heart_centre_mm)  # x, y, z
-        # Linear resampling reaches at most one score voxel beyond the region.
-        assert np.all(np.abs(offsets) <= np.array([30.0, 30.0, 20.0]) + 3.5)
+    assert total is not None, "what the region keeps carries feedback"
+    zyx = np.argwhere(sitk.GetArrayFromImage(total) > 1e-6)
+    assert len(zyx)
+    points = np.array([total.TransformIndexToPhysicalPoint([int(v) for v in p[::-1]]) for p in zyx])
+    offsets = points - np.asarray(gated.heart_centre_mm)  # x, y, z
+    # Linear resampling reaches at most one score voxel beyond the region.
+    assert np.all(np.abs(offsets) <= np.array([30.0, 30.0, 20.0]) + 3.5)
