@@ -356,18 +356,19 @@ def test_coronary_region_is_chosen_shipped_and_limits_what_counts(
     args = ["--data", data, "--score", str(run), "--weights", str(tiny_models)]
     assert coronary_extent.main([*args, "--margin-mm", "10"]) == 0
     report = json.loads((run / "coronary_region.json").read_text())
-    lesion, region = np.asarray(report["lesion_semi_axes_mm"]), np.asarray(report["semi_axes_mm"])
-    assert np.allclose(region, lesion + 10.0, atol=0.11)
+    for bound, lesion, sign in (("low_mm", "lesion_low_mm", -1), ("high_mm", "lesion_high_mm", 1)):
+        assert np.allclose(report[bound], np.asarray(report[lesion]) + sign * 10.0, atol=0.011)
     assert 0.0 <= report["truth_outside_fraction"] <= 1.0
 
     # A small region, so that this barely trained network's map is cut.
-    report["semi_axes_mm"] = [30.0, 30.0, 20.0]
+    box = {"low": [-30.0, -30.0, -20.0], "high": [30.0, 30.0, 20.0]}
+    report["low_mm"], report["high_mm"] = box["low"], box["high"]
     (run / "coronary_region.json").write_text(json.dumps(report))
     weights = tmp_path / "weights"
     reg = ["--registration", str(tiny_models.parent / "reg")]
     assert ship.main([*reg, "--score", str(run), "--weights", str(weights), "--heart-search"]) == 0
     manifest = json.loads((weights / "calcium_manifest.json").read_text())
-    assert manifest["score"]["coronary_region_mm"] == [30.0, 30.0, 20.0]
+    assert manifest["score"]["coronary_region_mm"] == box
     assert manifest["registration"]["heart_search"] is True
     assert "coronary region" in (weights / "calcium_score.md").read_text().lower()
 

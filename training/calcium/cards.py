@@ -134,17 +134,22 @@ def region_section(score: dict, heart_search: bool) -> str:
     region = score.get("coronary_region")
     if not region:
         return ""
-    x, y, z = score["coronary_region_mm"]
-    lx, ly, lz = region["lesion_semi_axes_mm"]
+    low, high = score["coronary_region_mm"]["low"], score["coronary_region_mm"]["high"]
+    box = ", ".join(f"{a} {lo:+g} to {hi:+g}" for a, lo, hi in zip("xyz", low, high, strict=True))
+    lesion = ", ".join(
+        f"{a} {lo:+g} to {hi:+g}"
+        for a, lo, hi in zip("xyz", region["lesion_low_mm"], region["lesion_high_mm"], strict=True)
+    )
     located = region["located_error_mm"]
     return (
         "## Coronary region\n\n"
         + textwrap.fill(
-            "The score map counts only inside an ellipsoid around the located "
-            f"heart centre with semi-axes {x} x {y} x {z} mm (x, y, z; "
-            "`models/calcium/coronary_region.py`, `python -m training.calcium.coronary_extent`): "
-            f"the extent of the truth's score around the true heart centre in {region['data']} "
-            f"({lx} x {ly} x {lz} mm) plus {region['margin_mm']} mm for the error of the heart's "
+            "The score map counts only inside a box around the located heart centre: "
+            f"{box} mm (patient axes, LPS: +x left, +y posterior, +z head; `models/calcium/coronary_region.py`, "
+            "`python -m training.calcium.coronary_extent`): the range of the truth's score "
+            f"around the true heart centre in {region['data']} "
+            f"({lesion} mm, the central {region['quantile'] * 100:g} % of the score per axis) "
+            f"widened by {region['margin_mm']} mm on every side for the error of the heart's "
             "location. The network sees the whole box; calcium outside the region is not counted "
             "and each result reports how much the network had put there (`outside_region_au`). "
             f"Checked on the same samples, located as the node locates them (registration "

@@ -4,7 +4,7 @@ python -m training.calcium.ship [--registration RUN] --score RUN [--weights mode
                                 [--version V]
 
 A coronary_region.json in the score run folder (coronary_extent.py) becomes the manifest's
-`score.coronary_region_mm`: the score map counts only inside that ellipsoid around the heart.
+`score.coronary_region_mm`: the score map counts only inside that box around the heart.
 
 Without --registration the installed registration ConvNet and atlas stay as they are (a new
 score network for the same registration, e.g. a further stage of score training).
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             **(
                 {}
                 if region is None
-                else {"coronary_region_mm": region["semi_axes_mm"], "coronary_region": region}
+                else {
+                    "coronary_region_mm": {"low": region["low_mm"], "high": region["high_mm"]},
+                    "coronary_region": region,
+                }
             ),
         },
     }
