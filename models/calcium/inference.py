@@ -6,12 +6,12 @@
 
 1. The registration ConvNet aligns the scan (on a 10 mm grid covering its field of view) to the
    phantom atlas; the atlas heart centre mapped through the predicted affine is where the heart
-   is in the scan. Optionally (manifest `registration.heart_search`, off in the shipped model)
+   is in the scan. Optionally (manifest `registration.heart_search`, on in the shipped 2.0)
    a translation search around the atlas heart refines that point (heart_search.py).
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
    HU, peak HU, calcium-fraction and candidate-score channels) and returns a non-negative map per artery whose
    sums are the Agatston scores. Where the manifest gives a coronary region
-   (`score.coronary_region_mm`, coronary_region.py), the map is zero outside it.
+   (`score.coronary_region_mm`, a box; coronary_region.py), the map is zero outside it.
 3. The map, resampled to the scan's own grid, is the decision feedback.
 
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned

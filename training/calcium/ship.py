@@ -31,7 +31,7 @@ from training.calcium.common import write_json
 from training.calcium.coronary_extent import REGION_FILE
 from training.phantoms.case import GENERATOR_VERSION
 
-VERSION = "1.0"
+VERSION = "2.0"
 
 
 def half_precision(source: Path, target: Path) -> None:
