@@ -158,8 +158,9 @@ def region_section(score: dict, heart_search: bool) -> str:
         "## Coronary region\n\n"
         + textwrap.fill(
             "The score map counts only inside a box around the located heart centre: "
-            f"{box} mm (patient axes, LPS: +x left, +y posterior, +z head; `models/calcium/coronary_region.py`, "
-            "`python -m training.calcium.coronary_extent`): the range of the truth's score "
+            f"{box} mm (patient axes, LPS: +x left, +y posterior, +z head; "
+            "`models/calcium/coronary_region.py`, `python -m training.calcium.coronary_extent`): "
+            "the range of the truth's score "
             f"around the true heart centre in {region['data']} "
             f"({lesion} mm, the central {region['quantile'] * 100:g} % of the score per axis) "
             f"widened by {region['margin_mm']} mm on every side for the error of the heart's "
