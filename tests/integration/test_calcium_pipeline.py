@@ -313,6 +313,23 @@ def test_presence_is_chosen_on_an_independent_validation_folder(
         assert doubled["mae"] == pytest.approx(once["mae"])  # the same cases, twice over
 
 
+def test_a_continued_run_keeps_its_validation_split_by_split_seed(
+    tiny_models: Path, tmp_path
+) -> None:
+    from training.calcium.data import split
+
+    data = tiny_models.parent / "data"
+    run = tmp_path / "continued"
+    init = tiny_models.parent / "score" / "score.pt"
+    args = ["--data", str(data), "--out", str(run), "--iterations", "1", "--batch", "1"]
+    args += ["--device", "cpu", "--init", str(init), "--seed", "8", "--split-seed", "5"]
+    assert train_score.main(args) == 0
+    record = json.loads((run / "score_metrics.json").read_text())
+    assert record["seed"] == 8 and record["split_seed"] == 5
+    train_idx, val_idx = split(3, 0.1, 5)
+    assert (record["samples_train"], record["samples_validation"]) == (len(train_idx), len(val_idx))
+
+
 def test_a_new_score_run_ships_beside_the_installed_registration(
     tiny_models: Path, tmp_path: Path
 ) -> None:

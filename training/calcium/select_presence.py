@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(folder.name for folder in args.validation)
         source = f"all {len(samples)} samples of {names}"
     else:
-        seed = record["seed"] if args.seed is None else args.seed
+        # Runs before --split-seed existed split on their --seed.
+        seed = record.get("split_seed", record["seed"]) if args.seed is None else args.seed
         samples = load_samples(args.data)
         _, val_idx = split(len(samples), 0.1, seed)
         source = f"the run's validation split (seed {seed})"

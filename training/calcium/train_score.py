@@ -1,6 +1,7 @@
 """Train the direct Agatston regression ConvNet (score map per artery).
 
 python -m training.calcium.train_score --data DIR --out DIR [--iterations N] [--seed S]
+                                       [--split-seed S] [--init RUN/score.pt]
                                        [--patch Z Y X] [--max-minutes M]
 
 Each sample's score box is centred on the phantom's true heart centre and is larger than the
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the 10 %% validation split (default: --seed); keep it fixed across an "
+        "--init chain so that no run validates on what an earlier run trained on",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int)
     parser.add_argument(
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     samples = load_samples(args.data, limit=args.limit)
-    train_idx, val_idx = split(len(samples), 0.1, args.seed)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    train_idx, val_idx = split(len(samples), 0.1, split_seed)
     rng = np.random.default_rng(args.seed)
 
     net = ScoreNet(width=args.width, prior=args.prior)
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
-                        iterations_run=iterations, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
+                        iterations_run=iterations, split_seed=split_seed, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)
     print(
