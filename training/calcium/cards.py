@@ -24,27 +24,35 @@ python -m training.calcium.prepare --out data/calcium_g1 --n 1500 --seed 1001 --
 OMP_NUM_THREADS=1 python -m training.calcium.train_registration --data data/calcium_g1 \\
     --out runs/registration --iterations 2000 --batch 8 --seed 1001 --max-minutes 20
 # 1. fresh generator-2 phantoms -> training samples (seed 1001; never used for evaluation).
-#    Stopped by time after the first 1017 cases of the plan; prepare is resumable, so
-#    rerunning it with the same arguments continues the same plan.
+#    Stopped by time after the first 1398 cases of the plan (1017 for the first three score
+#    runs, then resumed: prepare skips the cases it has, so rerunning it with the same
+#    arguments continues the same plan). A separate validation folder from seed 5151.
 python -m training.calcium.prepare --out data/calcium --n 1500 --seed 1001 --workers 2
+python -m training.calcium.prepare --out data/calcium_val --n 150 --seed 5151 --workers 2 \\
+    --max-minutes 7    # 135 cases
 # 2. score ConvNet with the candidate-score prior: from scratch for 28 minutes on 2 threads,
-#    then continued twice, each from the last (each run its own one-cycle schedule over
-#    its minutes; the 10 % validation split follows --seed, so each run's split was partly
-#    training data of the run before). Steps taken: 2,801, 5,737 and 3,153 of 4 crops.
+#    then continued three times, each from the last (each run its own one-cycle schedule
+#    over its minutes). Runs a-c trained on the first 1017 cases; their 10 % validation
+#    split followed each --seed, so it was partly training data of the run before.
+#    Steps taken: 2,801, 5,737, 3,153 and 6,962 of 4 crops.
 python -m training.calcium.train_score --data data/calcium --out runs/score_a \\
     --iterations 20000 --batch 4 --patch 48 48 48 --seed 1003 --max-minutes 28
 python -m training.calcium.train_score --data data/calcium --out runs/score_b \\
     --init runs/score_a/score.pt --iterations 20000 --batch 4 --patch 48 48 48 --seed 1004 \\
     --lr 5e-4 --max-minutes 62
-python -m training.calcium.train_score --data data/calcium --out runs/score \\
+python -m training.calcium.train_score --data data/calcium --out runs/score_c \\
     --init runs/score_b/score.pt --iterations 20000 --batch 4 --patch 48 48 48 --seed 1005 \\
     --lr 3e-4 --max-minutes 33
+python -m training.calcium.train_score --data data/calcium --out runs/score \\
+    --init runs/score_c/score.pt --iterations 20000 --batch 4 --patch 48 48 48 --seed 1006 \\
+    --split-seed 1006 --lr 4e-4 --max-minutes 60    # all 1398 cases
 # 3. coronary region from the training phantoms (central 99.9 % of the truth's score per
 #    axis + 25 mm), located by 1.0's registration with the heart search; presence at
-#    inference on the 10 % validation split
+#    inference chosen on the independent validation folder of seed 5151
 python -m training.calcium.coronary_extent --data data/calcium --score runs/score \\
     --quantile 0.999
-python -m training.calcium.select_presence --data data/calcium --score runs/score
+python -m training.calcium.select_presence --data data/calcium --score runs/score \\
+    --validation data/calcium_val
 # 4. install beside the registration (float16, sha256 in calcium_manifest.json), search on
 python -m training.calcium.ship --registration runs/registration --score runs/score \\
     --heart-search
@@ -56,7 +64,7 @@ With `--max-minutes` the learning-rate schedule follows the elapsed time, so the
 steps depends on the machine (the tables below record the steps each run took); without it the
 runs are step-driven and repeat exactly on the same device. `python -m
 training.calcium.train_all --work DIR --minutes M` runs steps 1-5 in one budget (one score run
-from scratch instead of three)."""
+from scratch instead of four, presence on its own split)."""
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -254,7 +262,7 @@ rotation +-15 deg, scale +-15 %). Its job in ctnode: put the heart in the score 
             [
                 ("iterations", reg["iterations"]),
                 ("batch", reg["batch"]),
-                ("learning rate (one-cycle)", reg["lr"]),
+                ("learning rate (one-cycle)", f"{reg['lr']:g}"),
                 ("seed", reg["seed"]),
                 ("device", reg["device"]),
                 ("seconds", reg["seconds"]),
@@ -323,7 +331,7 @@ so errors within that range are covered by design.
                     else f"hard: counted in full where the probability is at least "
                     f"{score['presence_threshold']}",
                 ),
-                ("learning rate (one-cycle, AdamW)", score["lr"]),
+                ("learning rate (one-cycle, AdamW)", f"{score['lr']:g}"),
                 ("seed", score["seed"]),
                 ("device", score["device"]),
                 ("seconds", score["seconds"]),
