@@ -4,7 +4,7 @@
    DEMO-PACS); it is the node's only peer and only destination.
 2. The node starts on the embedded defaults, with its data (database, spool, outbox) in a fresh
    folder under the demo's output folder, a free port, and a short completion timeout.
-3. A phantom chest CT with known calcium (training.phantoms) is written (DICOM, NIfTI,
+3. A phantom chest CT with known calcium (models.phantoms) is written (DICOM, NIfTI,
    truth.json, preview) and sent to the node by C-STORE over one association, as a PACS would.
 4. The node completes the series, scores it, and sends SR, SEG and Secondary Capture back; the
    demo waits for them, reads the SR, and writes the returned overlay as a PNG.
@@ -141,9 +141,9 @@ def write_phantom(settings: Settings, folder: Path) -> tuple[dict, list[Path]]:
     """The demo's phantom case (as before: dicom/, NIfTI, truth.json, preview.png)."""
     import json
 
-    from training.phantoms.case import generate_case
-    from training.phantoms.preview import write_preview
-    from training.phantoms.writer import write_case
+    from models.phantoms.case import generate_case
+    from models.phantoms.preview import write_preview
+    from models.phantoms.writer import write_case
 
     case = generate_case(settings.demo.seed, settings.demo.category)
     write_case(case, folder, dicom=True)

@@ -63,7 +63,7 @@ def shipped_finds_the_heart() -> tuple[bool, str]:
 
     from models.organs.inference import OrganSegmenter
     from models.organs.registry import SHIPPED_BASE
-    from training.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.case import CaseOptions, generate_case
 
     if not SHIPPED_BASE.is_file():
         return False, f"{SHIPPED_BASE.name} is not installed"

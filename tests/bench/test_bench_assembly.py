@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.writer import write_case
 from node.assembly import assemble
 from node.dicom_stacks import find_stacks
 from tests.integration.test_assembly_vs_dcm2niix import dcm2niix_binary
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.writer import write_case
 
 pytestmark = pytest.mark.bench
 

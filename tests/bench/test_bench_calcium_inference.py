@@ -18,7 +18,7 @@ import torch
 
 from models.calcium.inference import MANIFEST, CalciumScorer
 from models.calcium.networks import RegistrationNet, ScoreNet
-from training.phantoms.case import CaseOptions, generate_case
+from models.phantoms.case import CaseOptions, generate_case
 
 pytestmark = pytest.mark.bench
 

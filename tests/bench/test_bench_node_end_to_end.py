@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.writer import write_case
 from tests.nodeproc import NodeProcess, free_port, wait_for
 from tests.orthanc import ORTHANC_AE, Orthanc, require_orthanc
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.writer import write_case
 
 pytestmark = pytest.mark.bench
 COMPLETE_AFTER_S = 3.0

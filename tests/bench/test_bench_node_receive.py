@@ -24,11 +24,11 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.dicom import write_ct_series
+from models.phantoms.writer import series_meta
 from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port
 from tests.tools import require_tool
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.dicom import write_ct_series
-from training.phantoms.writer import series_meta
 
 pytestmark = pytest.mark.bench
 SLICES = 300

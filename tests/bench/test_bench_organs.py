@@ -23,8 +23,8 @@ import pytest
 import SimpleITK as sitk
 
 from models.organs.registry import SHIPPED_BASE
+from models.phantoms.case import CaseOptions, generate_case
 from tests.tools import REPO
-from training.phantoms.case import CaseOptions, generate_case
 
 pytestmark = pytest.mark.bench
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.writer import write_case
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.writer import write_case
 
 pytestmark = pytest.mark.bench
 

@@ -18,8 +18,8 @@ import SimpleITK as sitk
 import torch
 
 from models.calcium.inference import CalciumScorer, ModelFileError, paste_into_scan
+from models.phantoms.case import CaseOptions, generate_case
 from training.calcium import prepare, ship, train_registration, train_score
-from training.phantoms.case import CaseOptions, generate_case
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +138,8 @@ def test_scoring_a_phantom_gives_a_complete_result(tiny_models: Path) -> None:
 def test_ctnode_score_reads_dicom_and_nifti_alike(tiny_models: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from models.phantoms.writer import write_case
     from node.cli import app
-    from training.phantoms.writer import write_case
 
     case = generate_case(78, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=90))
     folder = write_case(case, tmp_path / "case", dicom=True)

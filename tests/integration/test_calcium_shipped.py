@@ -15,8 +15,8 @@ import pytest
 
 from models.agatston import risk_category
 from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer, sha256
+from models.phantoms.case import CaseOptions, generate_case
 from training.calcium.prepare import heart_centre
-from training.phantoms.case import CaseOptions, generate_case
 
 pytestmark = pytest.mark.skipif(
     not (WEIGHTS_DIR / MANIFEST).exists(),
@@ -86,8 +86,8 @@ def test_heart_search_is_on_as_shipped_and_finds_the_heart_the_network_misses(
 def test_ctnode_score_prints_the_json_for_a_phantom_dicom_folder(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from models.phantoms.writer import write_case
     from node.cli import app
-    from training.phantoms.writer import write_case
 
     case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
     folder = write_case(case, tmp_path / "case", dicom=True)

@@ -29,7 +29,7 @@ COMPLETE_AFTER_S = 2.0
 
 def make_phantom(folder: Path, seed: int, slices: int) -> list[Path]:
     subprocess.run(
-        [sys.executable, "-m", "training.phantoms", "--out", str(folder), "--n", "1"]
+        [sys.executable, "-m", "models.phantoms", "--out", str(folder), "--n", "1"]
         + ["--seed", str(seed), "--dicom", "--matrix", "128", "--protocol", "2.5/2.5"]
         + ["--slices", str(slices)],
         cwd=REPO,

@@ -19,6 +19,9 @@ import SimpleITK as sitk
 from pydicom.sr.codedict import codes
 
 from models.labels import Label
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.dicom import write_ct_series
+from models.phantoms.writer import series_meta
 from node.results import codes as rc
 from node.results.equipment import software_version
 from node.results.organ_seg import (
@@ -30,9 +33,6 @@ from node.results.organ_seg import (
 from node.results.source import SourceSeriesError, slice_indices
 from node.volume import read_ct
 from tests.tools import dciodvfy_errors
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.dicom import write_ct_series
-from training.phantoms.writer import series_meta
 
 OPTIONS = CaseOptions(matrix=128, protocol=(3.0, 3.0), n_slices=40)
 ALGORITHM = ("ctnode-organs-test", "0.1")

@@ -26,8 +26,8 @@ from tests.tools import dciodvfy_errors
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from training.phantoms.case import CaseOptions, generate_case
-    from training.phantoms.writer import write_case
+    from models.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.writer import write_case
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("organs_pipeline")

@@ -48,8 +48,8 @@ class Phantom:
 
 
 def make_phantom(folder: Path, seed: int, category: int) -> Phantom:
-    from training.phantoms.case import CaseOptions, generate_case
-    from training.phantoms.writer import write_case
+    from models.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.writer import write_case
 
     case = generate_case(seed, category, CaseOptions(protocol=(2.5, 2.5), n_slices=60))
     write_case(case, folder, dicom=True)

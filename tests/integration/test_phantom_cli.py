@@ -1,4 +1,4 @@
-"""The issue's acceptance run: `python -m training.phantoms --out DIR --n 20 --seed 1 --dicom`.
+"""The issue's acceptance run: `python -m models.phantoms --out DIR --n 20 --seed 1 --dicom`.
 
 Twenty full-size cases (512 x 512, 150-350 mm) with DICOM series; checks every case's truth
 against the reference calculator on the written files, the five categories, dciodvfy on
@@ -25,7 +25,7 @@ def phantom_set(tmp_path_factory) -> Path:
     cmd = [
         sys.executable,
         "-m",
-        "training.phantoms",
+        "models.phantoms",
         "--out",
         str(out),
         "--n",

@@ -82,7 +82,7 @@ def _dcmtk(*args: str) -> subprocess.CompletedProcess:
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("phantom")
     subprocess.run(
-        [sys.executable, "-m", "training.phantoms", "--out", str(out), "--n", "1", "--seed", "3"]
+        [sys.executable, "-m", "models.phantoms", "--out", str(out), "--n", "1", "--seed", "3"]
         + ["--dicom", "--matrix", "128", "--slices", str(PHANTOM_SLICES)],
         cwd=REPO,
         check=True,

@@ -23,6 +23,9 @@ from PIL import Image
 from models.agatston import cac_drs, risk_category, voxel_contributions
 from models.calcium.inference import CalciumResult, paste_into_scan
 from models.labels import ARTERIES
+from models.phantoms.case import Case, CaseOptions, generate_case
+from models.phantoms.dicom import write_ct_series
+from models.phantoms.writer import series_meta
 from node.results import codes as rc
 from node.results.capture import build_overlay_capture, choose_slice, render_overlay, save_png
 from node.results.equipment import software_version
@@ -32,9 +35,6 @@ from node.results.source import SourceSeriesError, slice_indices
 from node.results.sr import build_calcium_sr, read_calcium_sr
 from node.volume import read_ct
 from tests.tools import dciodvfy_errors, require_tool
-from training.phantoms.case import Case, CaseOptions, generate_case
-from training.phantoms.dicom import write_ct_series
-from training.phantoms.writer import series_meta
 
 SEED = 8  # category 3 with calcium in all three arteries at this matrix
 OPTIONS = CaseOptions(matrix=160, protocol=(3.0, 3.0), n_slices=40)

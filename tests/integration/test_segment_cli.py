@@ -27,8 +27,8 @@ from tests.tools import REPO, dciodvfy_errors
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory) -> Path:
-    from training.phantoms.case import CaseOptions, generate_case
-    from training.phantoms.writer import write_case
+    from models.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.writer import write_case
 
     folder = tmp_path_factory.mktemp("segment_case")
     write_case(generate_case(8, 2, CaseOptions(matrix=128, n_slices=40)), folder, dicom=True)

@@ -1,4 +1,4 @@
-"""CT-number measurement of training/phantoms/compare.py: threshold rules on a synthetic slab
+"""CT-number measurement of models/phantoms/compare.py: threshold rules on a synthetic slab
 with known tissues, and (when the shared real data is present) on the real soft-kernel scan."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.phantoms.compare import (
+from models.phantoms.compare import (
     REAL_BLOOD_ROI_XY_MM,
     REAL_BLOOD_ROI_Z_MM,
     REAL_HEART_Z_MM,

@@ -1,4 +1,4 @@
-"""Round trips and conformance of the synthetic CT series writer (training/phantoms/dicom.py)."""
+"""Round trips and conformance of the synthetic CT series writer (models/phantoms/dicom.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from training.phantoms.dicom import SeriesMeta, write_ct_series
+from models.phantoms.dicom import SeriesMeta, write_ct_series
 
 SHAPE = (7, 48, 64)  # numpy order: slices, rows, columns
 SPACING = (0.7, 0.8, 1.5)

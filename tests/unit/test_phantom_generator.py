@@ -12,11 +12,11 @@ from scipy import ndimage
 
 from models.agatston import agatston, agatston_from_images
 from models.labels import UNET_CHANNELS, Label
+from models.phantoms.acquisition import KVP_CHOICES, PROTOCOLS, sample_acquisition
+from models.phantoms.anatomy import sample_patient
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.writer import write_case
 from tests.tools import dicom_truth_matches_nifti
-from training.phantoms.acquisition import KVP_CHOICES, PROTOCOLS, sample_acquisition
-from training.phantoms.anatomy import sample_patient
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.writer import write_case
 
 SMALL = CaseOptions(matrix=160, protocol=(3.0, 1.5), n_slices=None)
 
@@ -219,7 +219,7 @@ def test_label_values_follow_the_published_unet_channels() -> None:
 def test_slice_profile_matches_a_gaussian_filter_with_nearest_edges() -> None:
     from dataclasses import replace
 
-    from training.phantoms.acquisition import slice_profile_blur
+    from models.phantoms.acquisition import slice_profile_blur
 
     case = generate_case(1, 0, CaseOptions(matrix=64, protocol=(5.0, 2.5), n_slices=70))
     acq = replace(case.acquisition, slice_thickness_mm=5.0, slice_increment_mm=2.5)

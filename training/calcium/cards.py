@@ -356,7 +356,7 @@ so errors within that range are covered by design.
 
 ## Limits
 
-Trained on synthetic phantoms only (`training/phantoms`): no stents, valve prostheses, pacemaker
+Trained on synthetic phantoms only (`models/phantoms`): no stents, valve prostheses, pacemaker
 leads, motion or beam-hardening artefacts, contrast media or other pathology. Results on real
 scans are reported above as measured; the score is an automated estimate, not a diagnosis.
 """)

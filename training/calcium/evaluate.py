@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from models.calcium.inference import WEIGHTS_DIR, CalciumScorer
 from models.calcium.networks import ARTERY_CHANNELS
+from models.phantoms.case import generate_case
+from models.phantoms.plan import case_plan
 from node.volume import read_ct
 from training.calcium import metrics
 from training.calcium.cards import EVALUATION, write_cards
-from training.phantoms.case import generate_case
-from training.phantoms.plan import case_plan
 
 REAL_DEFAULT = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "lung_pet_ct_dx_A0001"

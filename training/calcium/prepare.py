@@ -47,8 +47,8 @@ from models.calcium.preprocess import (
     score_input,
 )
 from models.labels import Label
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.plan import case_plan
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.plan import case_plan
 
 JITTER_VOX = (7, 7, 8)  # +-21 mm in plane, +-20 mm in z: the crop's training jitter
 BOX_SIZE_XYZ = tuple(s + 2 * j for s, j in zip(SCORE_SIZE_XYZ, JITTER_VOX, strict=True))

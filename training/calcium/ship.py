@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from models.calcium.inference import MANIFEST, WEIGHTS_DIR, sha256
+from models.phantoms.case import GENERATOR_VERSION
 from training.calcium.cards import write_cards
 from training.calcium.common import write_json
 from training.calcium.coronary_extent import REGION_FILE
-from training.phantoms.case import GENERATOR_VERSION
 
 VERSION = "2.0"
 

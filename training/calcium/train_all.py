@@ -36,7 +36,7 @@ REGION_QUANTILE = 0.999
 
 def time_inference(weights: Path, repeats: int = 10) -> dict:
     from models.calcium.inference import CalciumScorer
-    from training.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.case import CaseOptions, generate_case
 
     case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
     ct = case.grid.to_image(case.image)

@@ -2,7 +2,7 @@
 
 python -m training.organs.data --out DIR [--split train validation test downstream] [--limit N]
 
-Each phantom is `training.phantoms.case.generate_case(seed, options=CaseOptions(matrix=128))`
+Each phantom is `models.phantoms.case.generate_case(seed, options=CaseOptions(matrix=128))`
 (about 3 x 3 x 1 mm, 1 s per case on one core), resampled to `SPACING_MM` (image: linear, labels:
 nearest) and written as `<split>/<seed>.npz` (int16 `image` in HU, uint8 `labels` in
 `models.labels.Label` values, `spacing_mm`). Bulky data belongs outside the repository
@@ -93,7 +93,7 @@ def resample(
 
 
 def make_volume(seed: int, matrix: int = MATRIX) -> Volume:
-    from training.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.case import CaseOptions, generate_case
 
     case = generate_case(seed, options=CaseOptions(matrix=matrix))
     image, labels = resample(case.image, case.labels, case.spacing_zyx)

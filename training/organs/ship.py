@@ -118,7 +118,7 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
         "",
         "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032; REFERENCE.md 1.B) at "
         f"width {spec['width']} instead of 32 ({params:,} parameters, {size / 1e6:.2f} MB as "
-        "float16), trained by ctnode on synthetic chest CT phantoms (`training/phantoms`) on one "
+        "float16), trained by ctnode on synthetic chest CT phantoms (`models/phantoms`) on one "
         "CPU core. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
         "",
         *([note.strip(), ""] if note else []),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.phantoms.geometry import Grid, index_range
+from models.phantoms.geometry import Grid, index_range
 
 Field = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 

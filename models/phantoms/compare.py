@@ -1,6 +1,6 @@
 """Side-by-side check of a phantom against a real non-contrast chest CT: montage and HU table.
 
-python -m training.phantoms.compare --out training/phantoms/figures [--seed N] \
+python -m models.phantoms.compare --out models/phantoms/figures [--seed N] \
     --real ../shared/data/real/lung_pet_ct_dx_A0001/series_soft_kernel
 
 The phantom: the first seed from --seed on whose case, generated at the real scan's protocol
@@ -58,7 +58,7 @@ from matplotlib.patches import Circle  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
 from models.labels import Label  # noqa: E402
-from training.phantoms.case import Case, CaseOptions, generate_case  # noqa: E402
+from models.phantoms.case import Case, CaseOptions, generate_case  # noqa: E402
 
 PROTOCOL = (5.0, 5.0)  # thickness, increment (mm) of the real series
 WINDOW = (40.0, 400.0)  # level, width: soft-tissue window for every panel
@@ -442,7 +442,7 @@ def table_markdown(phantom: dict, real: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m training.phantoms.compare", description=__doc__.split("\n")[0]
+        prog="python -m models.phantoms.compare", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--real", type=Path, required=True, help="real soft-kernel CT series")
     parser.add_argument("--out", type=Path, required=True, help="folder for the figure and table")
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     table = table_markdown(p_hu, r_hu)
     header = (
         f"# Phantom (seed {case.seed}) vs real soft-kernel chest CT ({args.real.parent.name})\n\n"
-        f"Measured by `python -m training.phantoms.compare` with the same threshold rules on "
+        f"Measured by `python -m models.phantoms.compare` with the same threshold rules on "
         f"both, within the heart region only (phantom z {p_range[0]:.0f}..{p_range[1]:.0f} mm, "
         f"real z {r_range[0]:.0f}..{r_range[1]:.0f} mm). Blood ROI "
         f"({BLOOD_ROI_RADIUS_MM:g} mm discs, descending aorta): phantom on {len(p_roi)} slices "

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.labels import Label
-from training.phantoms import materials as mat
-from training.phantoms.canvas import (
+from models.phantoms import materials as mat
+from models.phantoms.canvas import (
     Canvas,
     ellipsoid,
     ellipsoid_bounds,

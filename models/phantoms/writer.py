@@ -10,8 +10,8 @@ import SimpleITK as sitk
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
 from models.labels import label_table
-from training.phantoms.case import GENERATOR_VERSION, Case
-from training.phantoms.dicom import SeriesMeta, write_ct_series
+from models.phantoms.case import GENERATOR_VERSION, Case
+from models.phantoms.dicom import SeriesMeta, write_ct_series
 
 
 def case_uids(seed: int) -> dict[str, str]:

@@ -20,11 +20,11 @@ import numpy as np
 
 from models.agatston import CALCIUM_THRESHOLD_HU
 from models.labels import Label
-from training.phantoms import materials as mat
-from training.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_blur
-from training.phantoms.anatomy import LUNG_LABELS, Anatomy, Vessel
-from training.phantoms.canvas import Canvas, ellipsoid, ellipsoid_bounds
-from training.phantoms.geometry import index_range
+from models.phantoms import materials as mat
+from models.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_blur
+from models.phantoms.anatomy import LUNG_LABELS, Anatomy, Vessel
+from models.phantoms.canvas import Canvas, ellipsoid, ellipsoid_bounds
+from models.phantoms.geometry import index_range
 
 INFLUENCE_FRACTION = 0.02
 SUBSAMPLES_XY = 3

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.phantoms.case import Case  # noqa: E402
-from training.phantoms.compare import (  # noqa: E402
+from models.phantoms.case import Case  # noqa: E402
+from models.phantoms.compare import (  # noqa: E402
     CONFOUNDER_LABELS,
     LESION_LABELS,
     WINDOW,

@@ -8,16 +8,16 @@ import numpy as np
 
 from models.agatston import AgatstonResult, agatston
 from models.labels import Label
-from training.phantoms import materials as mat
-from training.phantoms.acquisition import (
+from models.phantoms import materials as mat
+from models.phantoms.acquisition import (
     KVP_CHOICES,
     Acquisition,
     add_noise_spikes,
     sample_acquisition,
     scan,
 )
-from training.phantoms.anatomy import paint_anatomy, sample_levels, sample_patient
-from training.phantoms.calcium import (
+from models.phantoms.anatomy import paint_anatomy, sample_levels, sample_patient
+from models.phantoms.calcium import (
     Calcification,
     compose,
     render,
@@ -25,8 +25,8 @@ from training.phantoms.calcium import (
     sample_incidental,
     sample_lesions,
 )
-from training.phantoms.canvas import Canvas
-from training.phantoms.geometry import Grid
+from models.phantoms.canvas import Canvas
+from models.phantoms.geometry import Grid
 
 # Version 2 adds incidental calcifications (calcium.sample_incidental) drawn from a random
 # stream of their own: every other part of a case (anatomy, scan, noise, lesions) is what

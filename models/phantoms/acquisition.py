@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.fft as sfft
 
-from training.phantoms.geometry import Grid
+from models.phantoms.geometry import Grid
 
 # (manufacturer, model, soft kernels, sharp kernels, pixel representation)
 SCANNERS = (

@@ -1,4 +1,4 @@
-"""python -m training.phantoms --out DIR --n N --seed S [--dicom]: generate phantom cases."""
+"""python -m models.phantoms --out DIR --n N --seed S [--dicom]: generate phantom cases."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.phantoms.case import CaseOptions, generate_case
-from training.phantoms.plan import case_plan
-from training.phantoms.writer import write_case
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.plan import case_plan
+from models.phantoms.writer import write_case
 
 
 def _make(job: tuple) -> dict:
@@ -29,7 +29,7 @@ def parse_protocol(text: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.phantoms", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m models.phantoms", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="output folder (case_NNNN inside)")
     parser.add_argument("--n", type=int, required=True, help="number of cases")
     parser.add_argument("--seed", type=int, required=True, help="master seed (reproducible)")
