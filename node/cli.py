@@ -198,13 +198,8 @@ def score(
 
     import SimpleITK as sitk
 
-    from models.calcium.inference import (
-        WEIGHTS_DIR,
-        CalciumScorer,
-        ModelFileError,
-        empty_scan_map,
-        paste_into_scan,
-    )
+    from models.calcium.inference import WEIGHTS_DIR, CalciumScorer, ModelFileError
+    from models.calcium.result import empty_scan_map, paste_into_scan
 
     try:
         ct = read_ct(path)

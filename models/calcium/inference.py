@@ -25,14 +25,13 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from models.agatston import CATEGORY_NAMES, cac_drs, risk_category
+from models.agatston import cac_drs, risk_category
 from models.calcium import networks as nets
 from models.calcium.coronary_region import region_mask
 from models.calcium.heart_search import HeartSearch
@@ -47,6 +46,7 @@ from models.calcium.preprocess import (
     score_grid,
     score_input,
 )
+from models.calcium.result import CalciumResult
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = "calcium_manifest.json"
@@ -59,46 +59,6 @@ MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
 
 class ModelFileError(RuntimeError):
     """A weight file is missing or is not the file the model card describes."""
-
-
-@dataclass
-class CalciumResult:
-    agatston_total: float
-    agatston_per_artery: dict[str, float]
-    category: int
-    cacdrs: str
-    flags: list[str]
-    heart_centre_mm: list[float]
-    transform: dict
-    feedback: dict[str, sitk.Image] = field(repr=False)
-    seconds: float = 0.0
-    device: str = "cpu"
-    model: str = ""
-    # What the network put outside the coronary region and was not counted (Agatston units).
-    outside_region_au: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "agatston_total": round(self.agatston_total, 2),
-            "agatston_per_artery": {k: round(v, 2) for k, v in self.agatston_per_artery.items()},
-            "category": self.category,
-            "category_name": CATEGORY_NAMES[self.category],
-            "cacdrs": self.cacdrs,
-            "flags": list(self.flags),
-            "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
-            "registration": self.transform,
-            "outside_region_au": round(self.outside_region_au, 2),
-            "seconds": round(self.seconds, 3),
-            "device": self.device,
-            "model": self.model,
-        }
-
-    def feedback_total(self) -> sitk.Image | None:
-        """Sum of the artery maps (a sub-grid of the scan; see paste_into_scan)."""
-        total = None
-        for image in self.feedback.values():
-            total = image if total is None else total + image
-        return total
 
 
 def sha256(path: Path) -> str:
@@ -348,17 +308,3 @@ def _feedback(score_map: np.ndarray, centre: np.ndarray, ct: sitk.Image) -> dict
         artery: sitk.VectorIndexSelectionCast(resampled, i, sitk.sitkFloat32) * voxel
         for i, artery in enumerate(nets.ARTERY_CHANNELS)
     }
-
-
-def empty_scan_map(ct: sitk.Image) -> sitk.Image:
-    """A zero float image on the scan's grid (the feedback of a scan without any)."""
-    full = sitk.Image(ct.GetSize(), sitk.sitkFloat32)
-    full.CopyInformation(ct)
-    return full
-
-
-def paste_into_scan(part: sitk.Image, ct: sitk.Image) -> sitk.Image:
-    """A feedback image (a sub-grid of the scan) pasted into a zero image of the whole scan."""
-    full = empty_scan_map(ct)
-    index = [int(round(v)) for v in ct.TransformPhysicalPointToContinuousIndex(part.GetOrigin())]
-    return sitk.Paste(full, part, part.GetSize(), [0, 0, 0], index)

@@ -20,7 +20,8 @@ import SimpleITK as sitk
 from node.config import Settings
 
 if TYPE_CHECKING:
-    from models.calcium.inference import CalciumResult, CalciumScorer
+    from models.calcium.inference import CalciumScorer
+    from models.calcium.result import CalciumResult
     from node.pipelines.organs import SegmenterCache
 from node.jobs import OutputFile
 from node.pipelines.outbox import write_result

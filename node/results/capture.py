@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from models.agatston import CATEGORY_NAMES, rounded_score
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from models.labels import ARTERIES
 from node.results.equipment import (
     MANUFACTURER,

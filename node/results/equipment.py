@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 
 MANUFACTURER = "ctnode"
 MODEL_NAME = "ctnode coronary calcium"

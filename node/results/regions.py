@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from models.labels import ARTERIES
 
 MIN_DENSITY_AU_PER_MM3 = 0.01

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from node.results import codes as rc
 from node.results.equipment import (
     MANUFACTURER,

@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from models.labels import ARTERIES
 from node.results import codes as rc
 from node.results.equipment import (

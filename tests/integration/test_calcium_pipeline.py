@@ -17,7 +17,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from models.calcium.inference import CalciumScorer, ModelFileError, paste_into_scan
+from models.calcium.inference import CalciumScorer, ModelFileError
+from models.calcium.result import paste_into_scan
 from models.phantoms.case import CaseOptions, generate_case
 from training.calcium import prepare, ship, train_registration, train_score
 

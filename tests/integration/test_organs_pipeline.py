@@ -15,7 +15,7 @@ import pydicom
 import pytest
 import torch
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from models.organs.registry import ModelFileError
 from node.config import load_settings
 from node.pipelines import organs

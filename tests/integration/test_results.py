@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from models.agatston import cac_drs, risk_category, voxel_contributions
-from models.calcium.inference import CalciumResult, paste_into_scan
+from models.calcium.result import CalciumResult, paste_into_scan
 from models.labels import ARTERIES
 from models.phantoms.case import Case, CaseOptions, generate_case
 from models.phantoms.dicom import write_ct_series

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from models.calcium.inference import CalciumResult
+from models.calcium.result import CalciumResult
 from node.results.equipment import algorithm_identity, software_version
 from node.results.regions import MIN_DENSITY_AU_PER_MM3, feedback_per_slice, feedback_regions
 
