@@ -116,7 +116,7 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
     lines = [
         f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with {run['mode']} labels",
         "",
-        "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032; REFERENCE.md 1.B) at "
+        "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032) at "
         f"width {spec['width']} instead of 32 ({params:,} parameters, {size / 1e6:.2f} MB as "
         "float16), trained by ctnode on synthetic chest CT phantoms (`models/phantoms`) on one "
         "CPU core. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
@@ -198,7 +198,7 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
             "## Transfer learning (training/organs/transfer.py)",
             "",
             "Dice (mean ± sd over seeds) on held-out phantoms for structures the base never saw; "
-            "see README for the setting.",
+            "see `training/organs/results/README.md` for the setting.",
             "",
             transfer.strip(),
             "",
