@@ -100,7 +100,7 @@ def _phantom_only_demo(settings, folder: Path) -> None:
     console.print(
         f"[yellow]No calcium model is installed in {settings.calcium.weights_path()}[/yellow]: "
         "the node end-to-end part of the demo (C-STORE to the node, SR + SEG + overlay back) "
-        "needs one. None is shipped yet (README: Coronary calcium models); train one with "
+        "needs one. None is shipped yet (docs/models/calcium.md); train one with "
         "`python -m training.calcium.train_all` or set \\[calcium] weights_dir, then rerun "
         "`ctnode demo`."
     )

@@ -7,7 +7,7 @@ before anyone notices it has arrived, and a 1 MB PDU takes 256 reads. `ReceiveSo
 select() itself (up to `WAIT_S`, so an idle association wakes no more often than pynetdicom's
 own 1 ms loop) and reads each PDU straight into a buffer of its final size. Measured with
 storescu, 300 slices of 512 x 512 over one association on the 2-core development machine,
-median of 6 alternating rounds: `ctnode serve` 2.79 s -> 2.48 s (README, Node benchmarks).
+median of 6 alternating rounds: `ctnode serve` 2.79 s -> 2.48 s (docs/benchmarks.md).
 
 `receive_socket_handlers()` gives the listener an EVT_CONN_OPEN handler that switches each
 accepted connection's socket to this class. It leaves alone any socket that is not exactly

@@ -5,8 +5,8 @@ does: node.pipelines.calcium.read_source with purpose "organs") or a NIfTI/MHA f
 output kind follows the name of FILE:
 
 - `.nii.gz`, `.nii`, `.mha`, `.nrrd`: the label map (uint8 models.labels.Label values, 0 =
-  background) on the CT's grid, readable by any NIfTI viewer with the label table in the
-  README;
+  background) on the CT's grid, readable by any NIfTI viewer with the label table in
+  docs/phantoms.md;
 - `.dcm`: the organ SEG (node.results.organ_seg), in the source study; it needs DICOM input,
   because a SEG refers to the source instances frame by frame.
 

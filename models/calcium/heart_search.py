@@ -20,7 +20,7 @@ weights.
 Off in the shipped model (manifest `registration.heart_search`): it cut the heart-centre
 error on unseen phantoms from 25 to 8 mm (training/calcium/results/heart_search.json), but the
 score network, trained on crops displaced by up to +-21 mm, scored the 200 held-out phantoms
-no better with it (weighted kappa 0.903 against 0.926; README, Coronary calcium models).
+no better with it (weighted kappa 0.903 against 0.926; training/calcium/results/README.md).
 `python -m training.calcium.evaluate --heart-search` repeats that comparison for a new model.
 """
 

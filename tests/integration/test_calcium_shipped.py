@@ -20,7 +20,7 @@ from training.calcium.prepare import heart_centre
 
 pytestmark = pytest.mark.skipif(
     not (WEIGHTS_DIR / MANIFEST).exists(),
-    reason="no calcium model is shipped yet (README: Coronary calcium models); these tests "
+    reason="no calcium model is shipped yet (docs/models/calcium.md); these tests "
     "check the shipped weights once models/weights holds them",
 )
 

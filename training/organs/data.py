@@ -6,7 +6,7 @@ Each phantom is `models.phantoms.case.generate_case(seed, options=CaseOptions(ma
 (about 3 x 3 x 1 mm, 1 s per case on one core), resampled to `SPACING_MM` (image: linear, labels:
 nearest) and written as `<split>/<seed>.npz` (int16 `image` in HU, uint8 `labels` in
 `models.labels.Label` values, `spacing_mm`). Bulky data belongs outside the repository
-(/work/organs/data by default in the README commands).
+(/work/organs/data by default in the commands of docs/models/organs.md).
 
 Why 4 mm isotropic: one CPU core trains the network (every step costs about 3 us per input voxel
 at width 4), and the valid convolutions cost 88 voxels of context per axis whatever the
