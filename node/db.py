@@ -4,7 +4,7 @@ Tables: series and instances (what was received), jobs (one per series and pipel
 (the DICOM objects a job produced), deliveries (a job's results to one destination) and events
 (the job log: every state change with its time, kind and reason).
 
-SQLite (the embedded default) runs in WAL mode with synchronous=NORMAL, foreign keys on and a
+SQLite (the embedded default) runs in WAL mode with synchronous=FULL, foreign keys on and a
 busy timeout, and its transactions are started explicitly (see `_sqlite_begin`) so a session
 made with `write_session` takes the write lock at its start instead of failing half-way when
 another writer got there first. The types are portable to PostgreSQL, which several hosts share.
@@ -14,6 +14,7 @@ The schema is owned by the Alembic revisions in node/migrations; `init_db` upgra
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DATABASE_FILE_MODE = 0o600  # the job log names studies and series: the node's user only
 UID = String(64)  # PS3.5 9.1: at most 64 characters
 AE_TITLE = String(16)
 
@@ -185,6 +187,10 @@ class Job(Base):
     # Who holds a running job and when it last said so: a stale heartbeat frees the claim.
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None]
+    # The claiming process (node.claims): one on this host that ended is released at once.
+    claim_host: Mapped[str | None] = mapped_column(String(160))
+    claim_pid: Mapped[int | None] = mapped_column(Integer)
+    claim_started: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
     retryable: Mapped[bool | None]
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
@@ -229,6 +235,11 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_status: Mapped[int | None] = mapped_column(Integer)  # DIMSE status of the last try
+    # The process sending it now (set by the claim, cleared with the outcome; node.claims).
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_host: Mapped[str | None] = mapped_column(String(160))
+    claim_pid: Mapped[int | None] = mapped_column(Integer)
+    claim_started: Mapped[int | None] = mapped_column(BigInteger)
 
     job: Mapped[Job] = relationship(back_populates="deliveries")
 
@@ -262,12 +273,12 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        # NORMAL in WAL mode: a commit survives a crash of the node, and the database stays
-        # consistent after a power cut, which may roll back the last commits. That costs no
-        # acknowledged instance: its spool file was fsync'd before the answer, and the start
-        # registers spool files without a row (node/spool_recovery.py). FULL cost an fsync
-        # per commit, about 12 ms per received instance on the development disk.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the WAL is fsync'd at every commit, so a commit survives a power cut, not only
+        # a crash of the node. The receiver answers 0x0000 after its commit and the job and
+        # delivery states are what the sender and the operator rely on; NORMAL would sync the
+        # WAL only at checkpoints and a power cut could roll back the last states (a sent
+        # delivery sent again, a done job run again). The cost is one fdatasync per commit.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
@@ -278,12 +289,28 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
+def _private_sqlite_file(database: Path) -> None:
+    """Create the database file 0600 in a 0700 folder before SQLite opens it: SQLite gives
+    its -wal and -shm files the database file's mode, and would create all three with the
+    umask's (typically 0644, world-readable). A file left group- or world-readable by an
+    older version is made private too."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(database, os.O_CREAT | os.O_RDONLY, DATABASE_FILE_MODE))
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(DATABASE_FILE_MODE)
+        except OSError:  # absent, or another user's file (a read-only CLI user): left as is
+            continue
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for the URL; for an SQLite file its folder is created, WAL and pragmas set."""
+    """An engine for the URL; for an SQLite file the file is created private (0600) in its
+    folder, WAL and pragmas set."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = create_engine(url)
         _configure_sqlite(engine)
         return engine

@@ -3,8 +3,11 @@
 Claims are atomic: on SQLite the claim runs in a BEGIN IMMEDIATE transaction (one writer at a
 time), on PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so two workers
 never take the same job and neither waits for the other. A running job carries its worker's
-name and a heartbeat; a job whose heartbeat is older than [worker] stale_after_s is put back
-into the queue (its worker died). Every state change is an event (the job log).
+name, its process (host key, pid, start time: node.claims) and a heartbeat. A job held by a
+process of this host that no longer runs is put back into the queue at once
+(`release_dead_local`); any other job whose heartbeat is older than [worker] stale_after_s is
+put back too (its worker died, perhaps on another host). Every state change is an event (the
+job log).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.claims import Claimant, current, is_dead_on_this_host
 from node.db import (
     Delivery,
     DeliveryState,
@@ -51,8 +55,21 @@ class JobNotFoundError(LookupError):
     pass
 
 
-def claim_next(sessions: sessionmaker[Session], worker: str) -> ClaimedJob | None:
-    """Take the oldest queued job that is due, or None when there is none."""
+def _hold(job: Job, worker: str, claimant: Claimant) -> None:
+    job.claimed_by = worker
+    job.claim_host, job.claim_pid, job.claim_started = claimant.host, claimant.pid, claimant.started
+
+
+def _let_go(job: Job) -> None:
+    job.claimed_by = job.claim_host = job.claim_pid = job.claim_started = None
+
+
+def claim_next(
+    sessions: sessionmaker[Session], worker: str, claimant: Claimant | None = None
+) -> ClaimedJob | None:
+    """Take the oldest queued job that is due, or None when there is none; the claim records
+    `claimant` (default: the calling process)."""
+    claimant = claimant or current()
     now = utcnow()
     due = (Job.state == JobState.QUEUED) & or_(
         Job.next_attempt_at.is_(None), Job.next_attempt_at <= now
@@ -74,7 +91,7 @@ def claim_next(sessions: sessionmaker[Session], worker: str) -> ClaimedJob | Non
             return None
         job.state = JobState.RUNNING
         job.attempts += 1
-        job.claimed_by = worker
+        _hold(job, worker, claimant)
         job.started_at = now
         job.heartbeat_at = now
         job.next_attempt_at = None
@@ -121,8 +138,50 @@ def release_stale(sessions: sessionmaker[Session], stale_after_s: float) -> list
                 job_id=job.id,
             )
             job.state = JobState.QUEUED
-            job.claimed_by = None
+            _let_go(job)
         return [job.id for job in stale]
+
+
+def _claimant(job: Job) -> Claimant:
+    return Claimant(job.claim_host or "", job.claim_pid or 0, job.claim_started or 0)
+
+
+def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[int]:
+    """Put running jobs held by a process of this host that no longer runs back into the
+    queue at once; their ids. Live processes and other hosts' claims are left alone."""
+    if not me.host:
+        return []
+    held_here = (
+        (Job.state == JobState.RUNNING) & (Job.claim_host == me.host) & Job.claim_pid.isnot(None)
+    )
+    # A plain read first (the usual answer is "none"): no write lock taken for nothing.
+    with sessions() as session:
+        dead = [job.id for job in session.scalars(select(Job).where(held_here))
+                if is_dead_on_this_host(_claimant(job), me)]  # fmt: skip
+    if not dead:
+        return []
+    released = []
+    with write_session(sessions) as session:
+        for job in session.scalars(
+            select(Job).where(held_here, Job.id.in_(dead)).with_for_update(skip_locked=True)
+        ):
+            holder = _claimant(job)
+            if not is_dead_on_this_host(holder, me):
+                continue  # claimed again meanwhile
+            record_event(
+                session,
+                "job.requeued",
+                f"worker {job.claimed_by} no longer runs on this host (pid {holder.pid} ended); "
+                "back in the queue at once",
+                state=JobState.QUEUED,
+                series_id=job.series_id,
+                job_id=job.id,
+            )
+            job.state = JobState.QUEUED
+            job.next_attempt_at = None
+            _let_go(job)
+            released.append(job.id)
+    return released
 
 
 def record_stage(sessions: sessionmaker[Session], job_id: int, stage: str, message: str) -> None:
@@ -157,7 +216,7 @@ def finish(
         for output in outputs:
             session.add(Result(job_id=job.id, created_at=now, **output.__dict__))
         kinds = ", ".join(o.kind for o in outputs)
-        job.claimed_by = None
+        _let_go(job)
         if not destinations:
             job.state = JobState.DONE
             job.finished_at = now
@@ -217,7 +276,7 @@ def fail(
         job = session.get(Job, job_id)
         if job.state != JobState.RUNNING or job.claimed_by != worker:
             return job.state  # superseded or taken back meanwhile; its new owner decides
-        job.claimed_by = None
+        _let_go(job)
         job.error = reason
         job.retryable = retryable
         if retry_at is not None:

@@ -70,20 +70,34 @@ def import_model(
     replace: Annotated[
         bool, typer.Option("--replace", help="replace an imported model of the same name")
     ] = False,
+    sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--sha256",
+            metavar="HEX",
+            help="the publisher's sha256 of the file: import only when it matches",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Convert U-Net weights (.h5, .onnx) and install them with a model card.
+    """Convert U-Net weights (Keras 2/3 .h5, Keras 3 .weights.h5, .onnx) and install them
+    with a model card.
 
-    The model goes to \\[organs] models_dir; its card records the sha256 of the source file
-    and of the converted weights, the source, the label table and the assumed spacing."""
-    from models.organs.install import install_imported
+    Prints the file's sha256; with --sha256 a file that does not match (damaged, or not the
+    published one) is refused and nothing is installed. The model goes to \\[organs]
+    models_dir; its card records the sha256 of the source file and of the converted weights,
+    the source, the label table and the assumed spacing."""
+    from models.organs.install import install_imported, read_source
     from models.organs.registry import ModelFileError
     from node.cli import console
 
     models_dir, _, _ = _organs(config)
     try:
+        source = read_source(file, sha256)
+        check = "matches --sha256" if sha256 else "compare it with the publisher's value"
+        console.print(f"{file}: sha256 {source.sha256} ({check})", markup=False, highlight=False)
         spec = install_imported(
-            file,
+            source,
             models_dir,
             name=name,
             spacing_mm=spacing,

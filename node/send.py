@@ -2,9 +2,11 @@
 
 A delivery is all result objects of one job to one [[destinations]] entry, sent over one
 association. The scheduler calls `Sender.send_due` every [send] check_interval_s (and at once
-when a job has new results); it claims due deliveries one at a time (the claim pushes
-next_attempt_at ahead by a lease, so another process does not send the same delivery) and
-sends them. After each try the delivery is `sent`, scheduled again with exponential back-off
+when a job has new results); it claims due deliveries one at a time (the claim records the
+sending process, node.claims, and pushes next_attempt_at ahead by a lease, so another process
+does not send the same delivery) and sends them. A delivery claimed by a process of this host
+that no longer runs is due again at once (`release_dead_local`, at start and every few seconds);
+another host's claim waits for its lease to run out. After each try the delivery is `sent`, scheduled again with exponential back-off
 (backoff_initial_s, doubled per try, at most backoff_max_s), or `failed`:
 
 - transient (retried): no connection, an association rejected with result "rejected-transient"
@@ -25,6 +27,7 @@ Every try that changes a delivery's state is an event.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.claims import LOCAL_CHECK_INTERVAL_S, Claimant, current, is_dead_on_this_host
 from node.config import DestinationSettings, Settings
 from node.db import (
     Delivery,
@@ -155,6 +159,56 @@ def store_results(
     return worst or Attempt(Outcome.SENT, f"{len(items)} objects stored at {where}", last_status)
 
 
+def _claimant(delivery: Delivery) -> Claimant:
+    return Claimant(delivery.claim_host or "", delivery.claim_pid or 0, delivery.claim_started or 0)
+
+
+def _let_go(delivery: Delivery) -> None:
+    delivery.claimed_by = delivery.claim_host = None
+    delivery.claim_pid = delivery.claim_started = None
+
+
+def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[int]:
+    """Make pending deliveries claimed by a process of this host that no longer runs due at
+    once (instead of after their lease); their ids. The interrupted try still counts."""
+    if not me.host:
+        return []
+    held_here = (
+        (Delivery.state == DeliveryState.PENDING)
+        & (Delivery.claim_host == me.host)
+        & Delivery.claim_pid.isnot(None)
+    )
+    with sessions() as session:  # a plain read first: the usual answer is "none"
+        dead = [d.id for d in session.scalars(select(Delivery).where(held_here))
+                if is_dead_on_this_host(_claimant(d), me)]  # fmt: skip
+    if not dead:
+        return []
+    released = []
+    with write_session(sessions) as session:
+        for delivery in session.scalars(
+            select(Delivery)
+            .where(held_here, Delivery.id.in_(dead))
+            .with_for_update(skip_locked=True)
+        ):
+            holder = _claimant(delivery)
+            if not is_dead_on_this_host(holder, me):
+                continue  # claimed again meanwhile
+            record_event(
+                session,
+                "delivery.released",
+                f"delivery #{delivery.id} to {delivery.destination}: sender "
+                f"{delivery.claimed_by} no longer runs on this host (pid {holder.pid} ended) "
+                f"during try {delivery.attempts}; due again at once",
+                series_id=delivery.job.series_id,
+                job_id=delivery.job_id,
+                delivery_id=delivery.id,
+            )
+            delivery.next_attempt_at = utcnow()
+            _let_go(delivery)
+            released.append(delivery.id)
+    return released
+
+
 @dataclass(frozen=True)
 class ClaimedDelivery:
     id: int
@@ -171,6 +225,9 @@ class Sender:
         self.settings = settings
         self.sessions = sessions
         self._lock = threading.Lock()  # one send_due at a time in this process
+        self.claimant = current()
+        self.name = f"{socket.gethostname()}:{self.claimant.pid}"
+        self._last_local_check = 0.0
 
     def start(self) -> None:  # the scheduler drives it; nothing of its own to start
         LOG.info("sender ready for %d destination(s)", len(self.settings.destinations))
@@ -185,6 +242,7 @@ class Sender:
             return 0
         tried = 0
         try:
+            self._release_dead_local()
             while True:
                 try:
                     claimed = self._claim()
@@ -197,6 +255,19 @@ class Sender:
                 self._send(claimed)
         finally:
             self._lock.release()
+
+    def _release_dead_local(self) -> None:
+        now = time.monotonic()
+        if now - self._last_local_check < LOCAL_CHECK_INTERVAL_S:
+            return
+        self._last_local_check = now
+        try:
+            released = release_dead_local(self.sessions, self.claimant)
+        except SQLAlchemyError as error:
+            LOG.error("delivery queue unavailable: %s", type(error).__name__)
+            return
+        for delivery_id in released:
+            LOG.warning("delivery %d: its sender on this host ended; due again", delivery_id)
 
     def _destination(self, name: str) -> DestinationSettings | None:
         return next((d for d in self.settings.destinations if d.name == name), None)
@@ -227,6 +298,9 @@ class Sender:
                 select(Result).where(Result.job_id == delivery.job_id).order_by(Result.id)
             ).all()
             delivery.attempts += 1
+            delivery.claimed_by = self.name
+            delivery.claim_host = self.claimant.host
+            delivery.claim_pid, delivery.claim_started = self.claimant.pid, self.claimant.started
             # A lease: long enough for the association, so no other sender takes it meanwhile.
             lease = self.settings.send.timeout_s * (len(results) + 2)
             delivery.next_attempt_at = now + timedelta(seconds=lease)
@@ -270,6 +344,7 @@ class Sender:
             delivery = session.get(Delivery, claimed.id)
             job = delivery.job
             delivery.last_status = attempt.status
+            _let_go(delivery)
             note = f"try {claimed.attempt}, {seconds:.2f} s: {attempt.message}"
             if attempt.outcome is Outcome.SENT:
                 delivery.state = DeliveryState.SENT

@@ -9,6 +9,7 @@ first, then lets the worker finish its job.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,16 +20,23 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from node import claims, jobs
 from node.config import Settings
 from node.db import init_db, make_session_factory
 from node.receive import Receiver
 from node.scheduler import Scheduler
 from node.send import Sender
+from node.send import release_dead_local as release_dead_local_deliveries
 from node.spool import remove_stale_temp_files
 from node.spool_recovery import register_unrecorded_instances
 
 LOG = logging.getLogger("ctnode.service")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PRIVATE_FOLDER_MODE = 0o700
+# Files and folders the node creates hold patient data: readable by its own user only. The
+# modules that create them set their modes explicitly; the umask covers anything else
+# (a library's temporary file, a folder a later change adds).
+SERVE_UMASK = 0o077
 
 
 class Component(Protocol):
@@ -69,14 +77,16 @@ class Service:
         self.engine = init_db(storage.database_url)
         LOG.info("database %s at the newest schema", self.engine.url.render_as_string())
         self.sessions = make_session_factory(self.engine)
-        Path(storage.spool_dir).mkdir(parents=True, exist_ok=True)
-        Path(self.settings.results.outbox_dir).mkdir(parents=True, exist_ok=True)
+        Path(storage.spool_dir).mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+        outbox = Path(self.settings.results.outbox_dir)
+        outbox.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         removed = remove_stale_temp_files(storage.spool_dir)
         if removed:
             LOG.warning("removed %d partial files left in the spool by an earlier crash", removed)
         recovered = register_unrecorded_instances(Path(storage.spool_dir), self.sessions)
         if recovered:
             LOG.warning("registered %d spool files that had no database row", recovered)
+        self._release_dead_local_claims(self.sessions)
         try:
             for component in self._build_components(self.sessions):
                 component.start()
@@ -85,6 +95,16 @@ class Service:
             self.stop()
             raise
         LOG.info("ctnode started")
+
+    @staticmethod
+    def _release_dead_local_claims(sessions: sessionmaker[Session]) -> None:
+        """Take back at once the jobs and deliveries that an ended process of this host held
+        (e.g. this node before a kill -9), instead of waiting for their heartbeat or lease."""
+        me = claims.current()
+        for job_id in jobs.release_dead_local(sessions, me):
+            LOG.warning("job %d was held by an ended process of this host: queued again", job_id)
+        for delivery_id in release_dead_local_deliveries(sessions, me):
+            LOG.warning("delivery %d was held by an ended process of this host: due", delivery_id)
 
     def stop(self) -> None:
         """Stop the components in reverse order, then release the database."""
@@ -130,6 +150,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the node in the foreground until SIGTERM or SIGINT."""
+    os.umask(SERVE_UMASK)
     service = Service(settings)
     with stop_on_signals() as stop:
         service.start()

@@ -4,7 +4,8 @@ Layout: <spool>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm. A U
 not a valid DICOM UID never becomes part of a path, so a sender cannot steer a write outside
 the spool (no '..', no '/', no NUL). A file is either absent or complete: it is written to a
 temporary name in its final folder, flushed and fsync'd, renamed into place, and the folder is
-fsync'd so the rename itself survives a power cut.
+fsync'd so the rename itself survives a power cut. Files are created 0600 and folders 0700
+(patient data: readable by the node's user only), whatever the process umask.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ UID_MAX_LENGTH = 64
 TEMP_PREFIX = ".incoming-"
 TEMP_SUFFIX = ".tmp"
 INSTANCE_SUFFIX = ".dcm"
+FOLDER_MODE = 0o700  # mkstemp already creates files 0600
 
 
 class InvalidUIDError(ValueError):
@@ -93,7 +95,7 @@ def make_folders_durably(folder: Path) -> None:
         current = current.parent
     for created in reversed(missing):
         try:
-            created.mkdir()
+            created.mkdir(mode=FOLDER_MODE)
         except FileExistsError:  # another association created it in the meantime
             continue
         fsync_directory(created.parent)

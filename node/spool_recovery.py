@@ -1,12 +1,13 @@
 """At start: register spool files that have no database row.
 
 The receiver answers an instance with success once its file is durably in the spool (fsync of
-the file and its folder) and its row is committed. SQLite runs with synchronous=NORMAL in WAL
-mode (node/db.py): a commit survives a crash of the node but the last commits before a power
-cut may be rolled back. The spool file is the record of truth: this pass, run before the
-listener accepts associations, finds every instance file without a row and inserts it, so an
-acknowledged instance is never lost. It also covers a file written just before a crash that
-stopped its row's commit. Each recovered instance gets an `instance.recovered` event; a file
+the file and its folder) and its row is committed; SQLite runs with synchronous=FULL in WAL
+mode (node/db.py), so that commit survives a power cut too. The spool file stays the record of
+truth: this pass, run before the listener accepts associations, finds every instance file
+without a row and inserts it. It covers a file written just before a crash that stopped its
+row's commit (the sender got no answer and may send it again: the duplicate is answered
+0x0000 and stored once), and a database whose last commits were lost anyway (a disk that
+acknowledges writes it has only cached, a restore from backup). Each recovered instance gets an `instance.recovered` event; a file
 that cannot be read stays where it is and is reported in the log.
 """
 

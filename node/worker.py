@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node import jobs
+from node import claims, jobs
 from node.config import Settings
 from node.db import Instance, JobState, Series, utcnow
 from node.pipelines import calcium, organs
@@ -83,6 +83,7 @@ class Worker:
         self.settings = settings
         self.sessions = sessions
         self.name = worker_name()
+        self.claimant = claims.current()
         self.scorers = ScorerCache(settings)
         self.segmenters = SegmenterCache(settings)
         self.on_results = on_results  # the sender's wake-up, so results go out at once
@@ -91,6 +92,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._current: int | None = None
         self._last_stale_check = 0.0
+        self._last_local_check = 0.0
 
     def start(self) -> None:
         self._stopping.clear()
@@ -173,7 +175,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self._release_stale()
-                claimed = jobs.claim_next(self.sessions, self.name)
+                claimed = jobs.claim_next(self.sessions, self.name, self.claimant)
             except SQLAlchemyError as error:
                 LOG.error("job queue unavailable: %s", type(error).__name__)
                 claimed = None
@@ -184,7 +186,13 @@ class Worker:
             self.run_job(claimed)
 
     def _release_stale(self) -> None:
+        """Take back jobs of dead workers: at once those of this host's ended processes (a
+        cheap read every few seconds), by heartbeat age those of other hosts."""
         now = time.monotonic()
+        if now - self._last_local_check >= claims.LOCAL_CHECK_INTERVAL_S:
+            self._last_local_check = now
+            for job_id in jobs.release_dead_local(self.sessions, self.claimant):
+                LOG.warning("job %d: its worker on this host ended; back in the queue", job_id)
         if now - self._last_stale_check < self.settings.worker.stale_after_s / 4:
             return
         self._last_stale_check = now

@@ -10,9 +10,19 @@ tensors, check every shape against `UNet3D(n_classes, width)`, and return the ne
 a weights-only save (`model.save_weights`) keeps them at the root. Either group has the
 attribute `layer_names` (the layers in model order; h5py itself lists groups alphabetically,
 where conv3d_10 comes before conv3d_2, so that order must not be used). Each layer group has
-the attribute `weight_names` (paths relative to the layer group, normally
-`<layer>/kernel:0` and `<layer>/bias:0`). Layers without weights (input, pooling, upsampling,
-cropping, concatenate, activation) have an empty list and are skipped. A Keras Conv3D kernel is
+the attribute `weight_names` (paths relative to the layer group: `<layer>/kernel:0` and
+`<layer>/bias:0` from Keras 2, `<layer>/kernel` and `<layer>/bias` from Keras 3's legacy .h5
+writer, which drops the `:0`). Layers without weights (input, pooling, upsampling, cropping,
+concatenate, activation) have an empty list and are skipped.
+
+**Keras 3 .weights.h5** (`model.save_weights("x.weights.h5")`, also the `model.weights.h5`
+inside a `.keras` archive): no `layer_names`; the root has a group `layers` with one group per
+layer, `layers/<name>/vars/0` (kernel) and `vars/1` (bias). Keras 3 names these groups after the
+layer's class, numbered in model order (`conv3d`, `conv3d_1`, ..., `conv3d_14`; keras
+saving_lib `_save_container_state`), not after the layer's own name, and h5py lists them
+alphabetically, so the order is read from that number. That is unambiguous only when every
+layer with weights is of one class, as in this U-Net (15 Conv3D); a file with weighted layers
+of several classes is refused. A Keras Conv3D kernel is
 (kd, kh, kw, in, out) for channels-last input (batch, z, y, x, channel); torch wants
 (out, in, kd, kh, kw), i.e. the kernel permuted by (4, 3, 0, 1, 2). Spatial axes keep their
 order (z, y, x), as the release's arrays are Z, Y, X.
@@ -38,6 +48,8 @@ states that as an assumption in the model card.
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,48 +89,102 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def keras_h5_convs(path: Path) -> list[ConvPair]:
-    """The (kernel, bias) pairs of a Keras .h5 file, torch layout, in `layer_names` order."""
+def _weight_key(name: str) -> str:
+    """`kernel` or `bias` from a weight path: `conv3d/kernel:0` (Keras 2), `conv3d/kernel`
+    (Keras 3's legacy .h5)."""
+    return re.sub(r":\d+$", "", name.rsplit("/", 1)[-1])
+
+
+def _conv_pair(kernel, bias, path: Path, layer: str) -> ConvPair:
+    kernel = np.asarray(kernel[()], dtype=np.float32)
+    bias = np.asarray(bias[()], dtype=np.float32)
+    if kernel.ndim != 5 or bias.ndim != 1:
+        raise ModelFileError(
+            f"{path}: layer {layer!r} has weights {kernel.shape} and {bias.shape}, "
+            "not a Conv3D kernel and bias"
+        )
+    return kernel.transpose(KERAS_TO_TORCH), bias
+
+
+def keras_h5_convs(path: Path, data: bytes | None = None) -> list[ConvPair]:
+    """The (kernel, bias) pairs of a Keras .h5 file (read from `data` when given), torch
+    layout, in model order."""
     import h5py
 
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(io.BytesIO(data) if data is not None else path, "r")
     except OSError as error:
         raise ModelFileError(f"{path}: not an HDF5 file ({error})") from error
     with handle:
         root = handle.get("model_weights", handle)
-        if "layer_names" not in root.attrs:
-            raise ModelFileError(
-                f"{path}: no `layer_names` attribute in the root or in model_weights; "
-                "not a Keras weight file"
+        if "layer_names" in root.attrs:
+            return _keras_layer_names_convs(root, path)
+        if isinstance(handle.get("layers"), h5py.Group):
+            return _keras3_weights_convs(handle["layers"], path)
+        raise ModelFileError(
+            f"{path}: no `layer_names` attribute in the root or in model_weights (Keras 2, or "
+            "Keras 3 legacy .h5) and no `layers` group (Keras 3 .weights.h5); not a Keras "
+            "weight file"
+        )
+
+
+def _keras_layer_names_convs(root, path: Path) -> list[ConvPair]:
+    """Keras 2 saves and Keras 3's legacy .h5: layers in `layer_names` order."""
+    import h5py
+
+    pairs = []
+    for layer_name in (_text(n) for n in root.attrs["layer_names"]):
+        layer = root[layer_name]
+        datasets = {}
+        if "weight_names" in layer.attrs:
+            for weight_name in (_text(n) for n in layer.attrs["weight_names"]):
+                datasets[_weight_key(weight_name)] = layer[weight_name]
+        else:  # tolerate writers without the attribute: find the datasets themselves
+            layer.visititems(
+                lambda name, item, found=datasets: (
+                    found.setdefault(_weight_key(name), item)
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
             )
-        pairs = []
-        for layer_name in (_text(n) for n in root.attrs["layer_names"]):
-            layer = root[layer_name]
-            datasets = {}
-            if "weight_names" in layer.attrs:
-                for weight_name in (_text(n) for n in layer.attrs["weight_names"]):
-                    datasets[weight_name.rsplit("/", 1)[-1]] = layer[weight_name]
-            else:  # tolerate writers without the attribute: find the datasets themselves
-                layer.visititems(
-                    lambda name, item, found=datasets: (
-                        found.setdefault(name.rsplit("/", 1)[-1], item)
-                        if isinstance(item, h5py.Dataset)
-                        else None
-                    )
-                )
-            if not datasets:
-                continue  # input, pooling, upsampling, cropping, concatenate: no weights
-            if "kernel:0" not in datasets or "bias:0" not in datasets:
-                raise ModelFileError(
-                    f"{path}: layer {layer_name!r} has weights {sorted(datasets)}, "
-                    "not a convolution's kernel:0 and bias:0"
-                )
-            kernel = np.asarray(datasets["kernel:0"][()], dtype=np.float32)
-            if kernel.ndim != 5:
-                raise ModelFileError(f"{path}: layer {layer_name!r} kernel is {kernel.shape}")
-            bias = np.asarray(datasets["bias:0"][()], dtype=np.float32)
-            pairs.append((kernel.transpose(KERAS_TO_TORCH), bias))
+        if not datasets:
+            continue  # input, pooling, upsampling, cropping, concatenate: no weights
+        if "kernel" not in datasets or "bias" not in datasets:
+            raise ModelFileError(
+                f"{path}: layer {layer_name!r} has weights {sorted(datasets)}, "
+                "not a convolution's kernel and bias"
+            )
+        pairs.append(_conv_pair(datasets["kernel"], datasets["bias"], path, layer_name))
+    return pairs
+
+
+KERAS3_GROUP = re.compile(r"(?P<kind>.+?)(?:_(?P<number>\d+))?")
+
+
+def _keras3_weights_convs(layers, path: Path) -> list[ConvPair]:
+    """Keras 3 .weights.h5: `layers/<class>_<n>/vars/0, 1`, ordered by n (see the module
+    docstring)."""
+    weighted: dict[str, list[tuple[int, str]]] = {}
+    for group_name, group in layers.items():
+        variables = group.get("vars")
+        if variables is None or len(variables) == 0:
+            continue  # input, pooling, upsampling, cropping, concatenate: no weights
+        match = KERAS3_GROUP.fullmatch(group_name)
+        weighted.setdefault(match["kind"], []).append((int(match["number"] or 0), group_name))
+    if len(weighted) > 1:
+        raise ModelFileError(
+            f"{path}: layers with weights of several kinds ({', '.join(sorted(weighted))}); "
+            "a Keras 3 .weights.h5 numbers layers per class, so their order cannot be known"
+        )
+    pairs = []
+    for _, group_name in sorted(next(iter(weighted.values()), [])):
+        variables = layers[group_name]["vars"]
+        if sorted(variables) != ["0", "1"]:
+            raise ModelFileError(
+                f"{path}: layer {group_name!r} has variables {sorted(variables)}, "
+                "not a convolution's kernel (0) and bias (1)"
+            )
+        pairs.append(_conv_pair(variables["0"], variables["1"], path, group_name))
     return pairs
 
 
@@ -126,13 +192,14 @@ def _expected_shapes(width: int, n_classes: int) -> list[tuple[int, ...]]:
     return [tuple(c.weight.shape) for c in UNet3D(n_classes, width).conv_layers()]
 
 
-def onnx_convs(path: Path) -> list[ConvPair]:
-    """The (kernel, bias) pairs of an .onnx file, torch layout, in graph (= layer) order."""
+def onnx_convs(path: Path, data: bytes | None = None) -> list[ConvPair]:
+    """The (kernel, bias) pairs of an .onnx file (read from `data` when given), torch layout,
+    in graph (= layer) order."""
     import onnx
     from onnx import numpy_helper
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_model_from_string(data) if data is not None else onnx.load(str(path))
     except Exception as error:  # onnx raises DecodeError and others from protobuf
         raise ModelFileError(f"{path}: not an ONNX model ({error})") from error
     graph = model.graph
@@ -211,14 +278,15 @@ def _onnx_convs_by_order(initializers: list, tensors: dict, path: Path) -> list[
     return pairs
 
 
-def import_network(path: Path) -> UNet3D:
-    """The published U-Net (or one of another width) from a Keras .h5 or an .onnx file."""
+def import_network(path: Path, data: bytes | None = None) -> UNet3D:
+    """The published U-Net (or one of another width) from a Keras .h5 or an .onnx file; its
+    bytes come from `data` when given (the bytes whose sha256 the caller checked)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        pairs = keras_h5_convs(path)
+        pairs = keras_h5_convs(path, data)
     elif suffix == ".onnx":
-        pairs = onnx_convs(path)
+        pairs = onnx_convs(path, data)
     else:
         raise ModelFileError(f"{path}: import reads Keras .h5 or .onnx files, not {suffix!r}")
     return network_from_convs(pairs, source=str(path))

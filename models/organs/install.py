@@ -6,12 +6,19 @@
 know to trust (or not) the model: the sha256 of the source file and of the .pt, where it came
 from, the label table, and the preprocessing, including the voxel spacing, which the paper and
 the release do not state and which is therefore an assumption here (see DEFAULT_SPACING_MM).
+
+The source file is read once (`read_source`): its sha256 is taken from the very bytes that are
+converted, and when the publisher's value is given (`ctnode models import --sha256`) a
+mismatch stops the import before anything is written. A file damaged in place keeps its size,
+so its size says nothing; only the hash does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +34,38 @@ from models.organs.unet import CONTEXT_MARGIN, PUBLISHED_CLASSES, count_paramete
 DEFAULT_SPACING_MM = (1.5, 1.5, 1.5)
 DEFAULT_INPUT_SIDE = 132  # the release's usual cube
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A weight file as read for import: its bytes and their sha256."""
+
+    path: Path
+    data: bytes
+    sha256: str
+
+
+def read_source(path: Path, expected_sha256: str | None = None) -> SourceFile:
+    """Read the weight file; ModelFileError when it is missing or its sha256 is not the
+    expected one (hex, case ignored)."""
+    path = Path(path)
+    if expected_sha256 is not None:
+        expected_sha256 = expected_sha256.strip().lower()
+        if not SHA256_PATTERN.fullmatch(expected_sha256):
+            raise ModelFileError(f"--sha256 {expected_sha256!r} is not 64 hexadecimal digits")
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelFileError(
+            f"{path}: sha256 is {digest}, not the expected {expected_sha256}: the file is "
+            "damaged or not the published one; nothing was installed"
+        )
+    return SourceFile(path, data, digest)
 
 
 def default_name(source: Path) -> str:
@@ -58,7 +97,7 @@ def channel_labels(n_classes: int, labels: list[str] | None) -> list[Label]:
 
 
 def install_imported(
-    source: Path,
+    source: Path | SourceFile,
     models_dir: Path,
     name: str | None = None,
     spacing_mm: tuple[float, float, float] = DEFAULT_SPACING_MM,
@@ -66,10 +105,10 @@ def install_imported(
     labels: list[str] | None = None,
     replace: bool = False,
 ) -> ModelSpec:
-    """Convert `source` (.h5 or .onnx) and install it as `<models_dir>/<name>/`; the spec."""
-    source = Path(source)
-    if not source.is_file():
-        raise ModelFileError(f"{source} does not exist")
+    """Convert `source` (.h5 or .onnx; a path, or a file already read and checked with
+    `read_source`) and install it as `<models_dir>/<name>/`; the spec."""
+    read = source if isinstance(source, SourceFile) else read_source(source)
+    source = read.path
     name = name or default_name(source)
     if not NAME_PATTERN.match(name):
         raise ModelFileError(f"model name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
@@ -78,7 +117,7 @@ def install_imported(
     folder = Path(models_dir) / name
     if folder.exists() and not replace:
         raise ModelFileError(f"a model named {name!r} is already installed in {folder}")
-    net = import_network(source)
+    net = import_network(source, read.data)
     channel_list = channel_labels(net.n_classes, labels)
     spec = ModelSpec(
         name=name,
@@ -101,7 +140,7 @@ def install_imported(
     try:
         registry.save_model(net, spec, staging / f"{name}.json")
         (staging / spec.card).write_text(
-            model_card(spec, source, registry.sha256_file(source), count_parameters(net))
+            model_card(spec, source, read.sha256, count_parameters(net))
         )
         if folder.exists():
             shutil.rmtree(folder)

@@ -73,7 +73,7 @@ def new_uids(files: list[Path]) -> None:
 def durability_cost_ms(folder: Path, size: int, n: int = 40) -> dict[str, float]:
     """Milliseconds per instance of what the node does and storescp does not: a durable file
     (fsync of the file and of its folder) instead of a plain write, and a committed database
-    row (SQLite WAL, synchronous=NORMAL as the node runs it), on the same file system as the
+    row (SQLite WAL, synchronous=FULL as the node runs it), on the same file system as the
     measurement."""
     import os
 

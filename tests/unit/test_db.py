@@ -72,8 +72,8 @@ def test_sqlite_runs_in_wal_mode_with_crash_safe_commits(db_url: str) -> None:
     engine = init_db(db_url)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        # NORMAL: the spool file is the record of truth across a power cut (spool_recovery).
-        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        # FULL (2): every commit syncs the WAL (tests/integration/test_durability.py shows it).
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
     engine.dispose()
