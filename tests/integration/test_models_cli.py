@@ -12,7 +12,12 @@ import torch
 from models.organs import registry
 from tests.integration.test_cli_demo import ctnode
 from tests.tools import REPO
-from tests.unit.test_organ_import import assert_same_network, random_net, write_keras_h5
+from tests.unit.test_organ_import import (
+    assert_same_network,
+    random_net,
+    write_keras3_weights_h5,
+    write_keras_h5,
+)
 
 
 def run(args: list[str], models_dir: Path, model: str = "") -> subprocess.CompletedProcess:
@@ -115,3 +120,27 @@ def test_import_refuses_a_network_without_the_published_channels_unless_labelled
     missing = listed(models_dir, model="nonexistent")
     assert "no organ model named 'nonexistent'" in missing["organs_model_problem"]
     torch.manual_seed(0)  # keep the global generator's use explicit for later tests
+
+
+def test_import_a_keras3_file_checked_against_the_publishers_sha256(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    net = random_net(seed=13)
+    source = tmp_path / "unet3d.weights.h5"
+    write_keras3_weights_h5(net, source)
+    published = registry.sha256_file(source)
+
+    proc = run(["import", str(source), "--name", "k3", "--sha256", published], models_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"sha256 {published} (matches --sha256)" in proc.stdout
+    loaded, _ = registry.load_model(models_dir / "k3" / "k3.json", "cpu")
+    assert_same_network(net, loaded)
+
+    # Damaged in place, same size: the printed hash differs, and --sha256 refuses it.
+    damaged = bytearray(source.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    source.write_bytes(bytes(damaged))
+    refused = run(["import", str(source), "--name", "k3b", "--sha256", published], models_dir)
+    assert refused.returncode == 1
+    assert f"not the expected {published}" in " ".join(refused.stdout.split())
+    assert not (models_dir / "k3b").exists()
+    assert sorted(p.name for p in models_dir.iterdir()) == ["k3"]  # nothing else written

@@ -9,6 +9,7 @@ computes what the torch network computes.
 
 from __future__ import annotations
 
+from hashlib import sha256
 from pathlib import Path
 
 import h5py
@@ -19,6 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from models.organs.importers import KERAS_TO_TORCH, import_network
+from models.organs.install import read_source
 from models.organs.registry import ModelFileError
 from models.organs.unet import CONTEXT_MARGIN, UNet3D
 
@@ -58,12 +60,14 @@ def assert_same_network(a: UNet3D, b: UNet3D) -> None:
         assert torch.allclose(a(x), b(x), atol=1e-6)
 
 
-def write_keras_h5(net: UNet3D, path: Path, full_model: bool) -> None:
-    """A Keras 2 .h5 as `model.save` (full_model) or `model.save_weights` writes it."""
+def write_keras_h5(net: UNet3D, path: Path, full_model: bool, keras3: bool = False) -> None:
+    """A Keras 2 .h5 as `model.save` (full_model) or `model.save_weights` writes it; keras3:
+    as Keras 3's legacy .h5 writer does (weight names without the `:0` suffix)."""
     convs = iter(net.conv_layers())
+    suffix = "" if keras3 else ":0"
     with h5py.File(path, "w") as handle:
         if full_model:
-            handle.attrs["keras_version"] = b"2.4.0"
+            handle.attrs["keras_version"] = b"3.5.0" if keras3 else b"2.4.0"
             handle.attrs["backend"] = b"tensorflow"
             handle.attrs["model_config"] = b'{"class_name": "Functional"}'
             root = handle.create_group("model_weights")
@@ -80,13 +84,48 @@ def write_keras_h5(net: UNet3D, path: Path, full_model: bool) -> None:
             conv = next(convs)
             kernel = conv.weight.detach().numpy().transpose(TORCH_TO_KERAS)
             inner = group.create_group(name)
-            inner.create_dataset("kernel:0", data=kernel)
-            inner.create_dataset("bias:0", data=conv.bias.detach().numpy())
+            inner.create_dataset(f"kernel{suffix}", data=kernel)
+            inner.create_dataset(f"bias{suffix}", data=conv.bias.detach().numpy())
             group.attrs["weight_names"] = np.array(
-                [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
+                [f"{name}/kernel{suffix}".encode(), f"{name}/bias{suffix}".encode()]
             )
         if full_model:  # an optimizer group, as model.save writes one
             handle.create_group("optimizer_weights")
+
+
+# The release's layers by Keras class, in model order: what Keras 3 names the groups of a
+# .weights.h5 after (keras saving_lib: snake-case class name, numbered per class).
+KERAS_CLASSES = {"input_1": "input_layer", "output_segm": "conv3d", "softmax": "softmax"}
+
+
+def keras3_group_names() -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for layer in KERAS_LAYERS:
+        kind = KERAS_CLASSES.get(layer) or layer.rstrip("_0123456789")
+        number = seen.get(kind, -1) + 1
+        seen[kind] = number
+        names.append(kind if number == 0 else f"{kind}_{number}")
+    return names
+
+
+def write_keras3_weights_h5(net: UNet3D, path: Path) -> None:
+    """A Keras 3 `model.save_weights("x.weights.h5")`: `layers/<class>_<n>/vars/0, 1`, groups
+    created in model order (h5py lists them alphabetically: conv3d_10 before conv3d_2)."""
+    convs = iter(net.conv_layers())
+    with h5py.File(path, "w") as handle:
+        handle.create_group("vars")  # the model's own variables: none
+        layers = handle.create_group("layers")
+        for layer, group_name in zip(KERAS_LAYERS, keras3_group_names(), strict=True):
+            variables = layers.create_group(group_name).create_group("vars")
+            if layer not in CONV_LAYERS:
+                continue
+            conv = next(convs)
+            variables.create_dataset(
+                "0", data=conv.weight.detach().numpy().transpose(TORCH_TO_KERAS)
+            )
+            variables.create_dataset("1", data=conv.bias.detach().numpy())
+        handle.create_group("optimizer").create_group("vars")
 
 
 def onnx_unet(
@@ -199,6 +238,37 @@ def test_keras_h5_round_trip(tmp_path, full_model):
     assert_same_network(net, imported)
 
 
+@pytest.mark.parametrize("full_model", [True, False], ids=["full-model", "weights-only"])
+def test_keras3_legacy_h5_without_the_suffix(tmp_path, full_model):
+    net = random_net(seed=9)
+    path = tmp_path / "unet.h5"
+    write_keras_h5(net, path, full_model, keras3=True)
+    with h5py.File(path) as handle:  # the file really has no ':0' names
+        names = []
+        handle.visit(names.append)
+        assert "model_weights/conv3d/conv3d/kernel" in names or "conv3d/conv3d/kernel" in names
+        assert not any(":0" in name for name in names)
+    assert_same_network(net, import_network(path))
+
+
+def test_keras3_weights_h5(tmp_path):
+    net = random_net(seed=10)
+    path = tmp_path / "unet.weights.h5"
+    write_keras3_weights_h5(net, path)
+    with h5py.File(path) as handle:
+        assert list(handle["layers"])[:4] == ["concatenate", "concatenate_1", "concatenate_2",
+                                              "conv3d"]  # fmt: skip
+        assert handle["layers/conv3d_14/vars/0"].shape[-1] == 23  # the head, Keras layout
+    imported = import_network(path)
+    assert (imported.width, imported.n_classes) == (2, 23)
+    assert_same_network(net, imported)
+    # Weighted layers of two classes cannot be ordered from class-numbered group names.
+    with h5py.File(path, "a") as handle:
+        handle["layers"].move("conv3d_14", "dense")
+    with pytest.raises(ModelFileError, match="several kinds"):
+        import_network(path)
+
+
 def test_width_and_classes_come_from_the_tensors(tmp_path):
     net = random_net(seed=5, width=3, n_classes=5)
     write_keras_h5(net, tmp_path / "unet.h5", full_model=True)
@@ -266,10 +336,25 @@ def test_wrong_files_raise(tmp_path):
         import_network(path)
     with h5py.File(tmp_path / "other.h5", "w") as handle:
         handle.create_dataset("x", data=np.zeros(3))
-    with pytest.raises(ModelFileError, match="layer_names"):
+    with pytest.raises(ModelFileError, match="layer_names.*no `layers` group"):
         import_network(tmp_path / "other.h5")
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all \xff\xff")
     with pytest.raises(ModelFileError):
         import_network(tmp_path / "junk.onnx")
     with pytest.raises(ModelFileError, match="not '.pth'"):
         import_network(tmp_path / "model.pth")
+
+
+def test_read_source_checks_the_publishers_sha256(tmp_path):
+    path = tmp_path / "unet.h5"
+    write_keras_h5(random_net(), path, full_model=False)
+    digest = sha256(path.read_bytes()).hexdigest()
+    assert read_source(path).sha256 == digest
+    assert read_source(path, digest.upper()).data == path.read_bytes()
+    with pytest.raises(ModelFileError, match="not 64 hexadecimal digits"):
+        read_source(path, "abc")
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # in place: same size
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ModelFileError, match=f"not the expected {digest}"):
+        read_source(path, digest)
