@@ -314,7 +314,39 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if parsed.get_backend_name() == "postgresql":
+        _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # PostgreSQL's default, synchronous_commit=on, flushes the WAL before a commit
+        # returns; every setting but "off" does (local, remote_write, remote_apply too). A
+        # server or database configured "off" could lose commits the node has acted on (an
+        # acknowledged instance, a sent delivery), so the node's own sessions turn it on.
+        # fsync=off cannot be undone per session: `check_postgresql_durability` says so.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SHOW synchronous_commit")
+        if cursor.fetchone()[0] == "off":
+            cursor.execute("SET synchronous_commit TO on")
+        cursor.close()
+        dbapi_connection.commit()
+
+
+def check_postgresql_durability(engine: Engine) -> list[str]:
+    """Server settings that break the promise that a commit survives a crash or power cut
+    (empty on SQLite and on a PostgreSQL server with its defaults)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        settings = {
+            name: connection.exec_driver_sql(f"SHOW {name}").scalar()
+            for name in ("fsync", "full_page_writes", "synchronous_commit")
+        }
+    return [f"PostgreSQL {name}={value}" for name, value in settings.items() if value == "off"]
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node import claims, jobs
 from node.config import Settings
-from node.db import init_db, make_session_factory
+from node.db import check_postgresql_durability, init_db, make_session_factory
 from node.receive import Receiver
 from node.scheduler import Scheduler
 from node.send import Sender
@@ -76,6 +76,8 @@ class Service:
         storage = self.settings.storage
         self.engine = init_db(storage.database_url)
         LOG.info("database %s at the newest schema", self.engine.url.render_as_string())
+        for problem in check_postgresql_durability(self.engine):
+            LOG.warning("%s: commits may be lost in a crash of the database server", problem)
         self.sessions = make_session_factory(self.engine)
         Path(storage.spool_dir).mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         outbox = Path(self.settings.results.outbox_dir)

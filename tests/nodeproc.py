@@ -55,6 +55,7 @@ class NodeProcess:
     sections: dict[str, dict] = field(default_factory=dict)
     lists: dict[str, list[dict]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    wrapper: list[str] = field(default_factory=list)  # runs the node, e.g. ["strace", ...]
     process: subprocess.Popen | None = None
 
     @property
@@ -85,7 +86,8 @@ class NodeProcess:
         self.config.write_text(site_config(sections, self.lists))
         with self.log.open("w") as stream:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config)],
+                [*self.wrapper, sys.executable, "-m", "node.cli", "serve"]
+                + ["--config", str(self.config)],
                 cwd=REPO,
                 stdout=stream,
                 stderr=subprocess.STDOUT,
