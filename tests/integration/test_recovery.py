@@ -6,7 +6,8 @@ process is killed (kill -9). The restarted node re-queues the job before it acce
 stale_after_s (120 s). The results then go to a destination that accepts the connection and
 never answers, so the send hangs; the node is killed again mid-send, and the next start makes
 the delivery due at once (`delivery.released`) instead of after its lease (timeout_s x
-(results + 2) = 150 s here).
+(results + 2) = 150 s here). A second node started beside the live one, on the same database,
+leaves the live node's delivery alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from node import claims
 from tests.integration.test_flow_dcmtk import make_phantom, series_uid, storescu
 from tests.nodeproc import NodeProcess, free_port, wait_for
 from tests.tools import require_tool
@@ -73,6 +75,7 @@ def test_a_node_killed_mid_job_and_mid_send_resumes_at_once(
             ],  # fmt: skip
         },
     )
+    beside = NodeProcess(tmp_path / "beside", free_port())
     try:
         node.start()
         storescu(node, files)
@@ -139,5 +142,23 @@ def test_a_node_killed_mid_job_and_mid_send_resumes_at_once(
             "SELECT state, attempts FROM jobs WHERE id = ?", job_id
         )
         assert (job_state, job_attempts) == ("sending", 2)  # not run a third time
+
+        # A second node on this host, on the same database, while the first one sends: it
+        # must not take the live node's delivery, neither at its start nor while it runs.
+        beside.sections = {
+            "storage": {"database_url": f"sqlite:///{node.database}",
+                        "spool_dir": str(node.folder / "spool")},
+            "results": {"outbox_dir": str(node.folder / "outbox")},
+            "worker": {"enabled": False},
+            "send": {"check_interval_s": 0.5},
+        }  # fmt: skip
+        beside.lists = node.lists
+        beside.start()
+        time.sleep(claims.LOCAL_CHECK_INTERVAL_S + 1)  # past its sender's first look
+        assert node.query(
+            "SELECT attempts, claim_pid FROM deliveries WHERE id = ?", delivery_id
+        ) == [(2, node.process.pid)]
+        assert len(events(node, "delivery.released")) == 1
     finally:
         node.kill()
+        beside.kill()
