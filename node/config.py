@@ -1,6 +1,7 @@
 """Typed settings: the embedded config.toml, an optional file on top, environment overrides.
 
-Precedence (last wins): the defaults in the repository's config.toml, the file given with
+Precedence (last wins): the defaults in the repository's config.toml (package data of `node`,
+read through importlib.resources, so an installed wheel finds it too), the file given with
 --config, then environment variables CTNODE_<SECTION>__<KEY>. Unknown sections or keys and
 values of the wrong type are errors at start, not surprises later.
 
@@ -17,10 +18,12 @@ import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+# node/config.toml links to the top-level config.toml in a checkout; a wheel holds the file.
+DEFAULT_CONFIG = resources.files("node") / "config.toml"
 ENV_PREFIX = "CTNODE_"
 
 
@@ -308,6 +311,21 @@ class AssemblySettings:
             )
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """How `ctnode serve` writes its log: text lines on stderr (a terminal) or JSON lines on
+    stdout (journald, container runtimes and log shippers)."""
+
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.format not in LOG_FORMATS:
+            raise ConfigError(f"logging.format: one of {list(LOG_FORMATS)}, got {self.format!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
@@ -323,6 +341,7 @@ class Settings:
     destinations: tuple[DestinationSettings, ...]
     routes: tuple[RouteSettings, ...]
     assembly: AssemblySettings
+    logging: LoggingSettings = LoggingSettings()
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
         """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
@@ -348,6 +367,7 @@ SECTIONS: dict[str, type] = {
     "results": ResultsSettings,
     "send": SendSettings,
     "assembly": AssemblySettings,
+    "logging": LoggingSettings,
 }
 LIST_SECTIONS: dict[str, type] = {
     "peers": PeerSettings,

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,9 @@ from models.calcium.preprocess import (
 )
 from models.calcium.result import CalciumResult
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The shipped model is package data of `models` (models/weights); a wheel is installed
+# unpacked, so the folder is a real directory that torch.load and np.load can read.
+WEIGHTS_DIR = Path(str(resources.files("models") / "weights"))
 MANIFEST = "calcium_manifest.json"
 MIN_SLICES = 16
 MIN_EXTENT_MM = 80.0

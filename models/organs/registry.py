@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ import torch
 from models.labels import Label
 from models.organs.unet import HU_CLIP, UNet3D, is_valid_input_side
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Package data of `models`, on disk in a checkout and in an installed wheel alike.
+SHIPPED_DIR = Path(str(resources.files("models") / "weights")).resolve()
 SHIPPED_BASE = SHIPPED_DIR / "organs_base.json"
 ARCHITECTURE = "unet3d-sparse-label"
 log = logging.getLogger(__name__)
