@@ -69,3 +69,41 @@ def test_ready_on_a_closed_socket_is_false_without_spinning(connected) -> None:
     assert receive_socket.ready is False
     # It sleeps WAIT_S: the DUL loop, whose own sleep the node sets to 0, must not spin.
     assert time.monotonic() - start >= WAIT_S * 0.9
+
+
+def test_a_silent_peer_inside_a_pdu_times_the_read_out(connected) -> None:
+    receive_socket, peer = connected
+    receive_socket.silence_timeout_s = 0.2
+    peer.sendall(b"\x01\x00")  # part of a header, then nothing
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        receive_socket.recv(6)
+    assert 0.15 < time.monotonic() - start < 2
+
+
+def test_a_trickling_peer_is_cut_off_at_the_deadline(connected) -> None:
+    receive_socket, peer = connected
+    receive_socket.silence_timeout_s = 5.0  # never silent that long
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.05):
+            peer.sendall(b"\x00")
+
+    threading.Thread(target=trickle, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            receive_socket.recv(1000, deadline=start + 0.3)
+    finally:
+        stop.set()
+    assert time.monotonic() - start < 2
+
+
+def test_pdu_length_limits_follow_the_pdu_type() -> None:
+    from node.receive_socket import ASSOCIATE_LIMIT_BYTES, P_DATA_SLACK_BYTES, pdu_length_limit
+
+    assert pdu_length_limit(0x01, 1 << 20) == ASSOCIATE_LIMIT_BYTES
+    assert pdu_length_limit(0x04, 1 << 20) == (1 << 20) + P_DATA_SLACK_BYTES
+    assert all(pdu_length_limit(kind, 1 << 20) == 4 for kind in (0x03, 0x05, 0x06, 0x07))
+    assert pdu_length_limit(0x08, 1 << 20) is None and pdu_length_limit(0x00, 0) is None
