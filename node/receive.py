@@ -79,6 +79,8 @@ TRANSFER_SYNTAXES = [
 ]
 # Larger PDUs than pynetdicom's 16 kB default: fewer, bigger reads for 512 kB CT slices.
 MAX_PDU_BYTES = 1 << 20
+# Connections the kernel queues for the listener before it accepts them (listen(2)).
+LISTEN_BACKLOG = 128
 
 # C-STORE statuses (PS3.4 B.2.3).
 STATUS_SUCCESS = 0x0000
@@ -487,6 +489,9 @@ class Receiver:
         self._server = self._make_ae().start_server(
             (node.bind, node.port), block=False, evt_handlers=handlers
         )
+        # socketserver's backlog of 5 drops the SYN of a sender that connects during a burst of
+        # connections (health checks, a scan), which then waits a second or more to retry.
+        self._server.socket.listen(LISTEN_BACKLOG)
         host, port = self.address
         LOG.info("listening as %s on %s:%d", node.ae_title, host, port)
 

@@ -11,9 +11,10 @@ speed tuning:
   can be (`pdu_length_limit`), is a protocol error answered with an A-ABORT, after which
   nothing more is read from that peer; the buffer is never larger than the limit.
 * `ReceiveSocket` gives every read a deadline: at most `network_timeout_s` of silence, and
-  before the A-ASSOCIATE-RQ is complete no longer than the ARTIM timer that pynetdicom starts
-  when the connection opens (PS3.8 9.1.5), so even a peer that trickles one byte at a time is
-  closed. A timed-out read is a closed transport connection (Evt17) to the state machine.
+  until the A-ASSOCIATE-RQ is complete, no later than the ACSE timeout (`network_timeout_s`,
+  which pynetdicom also gives its ARTIM timer, PS3.8 9.1.5) after the connection was accepted,
+  so even a peer that trickles one byte at a time is closed. A timed-out read is a closed
+  transport connection (Evt17) to the state machine.
 * A connection that closes before it sent an A-ASSOCIATE-RQ (a health check's connect and
   close) ends its acceptor thread at once instead of after the ACSE timeout.
 
@@ -148,13 +149,15 @@ class BoundedDUL(DULServiceProvider):
     framing_lost = False
     # Set when an A-ASSOCIATE-RQ PDU was received (the connection is an association attempt).
     association_requested = False
+    # time.monotonic() by which the A-ASSOCIATE-RQ must have arrived; None: no limit.
+    request_deadline: float | None = None
 
     def _read_pdu_data(self) -> None:
         sock: ReceiveSocket = self.socket  # type: ignore[assignment]
         if self.framing_lost:
             self.event_queue.put("Evt17")  # treat the rest as a closed connection
             return
-        deadline = self._request_deadline()
+        deadline = None if self.association_requested else self.request_deadline
         try:
             header = sock.recv(PDU_HEADER_BYTES, deadline)
             if len(header) < PDU_HEADER_BYTES:
@@ -216,16 +219,6 @@ class BoundedDUL(DULServiceProvider):
                     return False
         return super()._process_recv_primitive()
 
-    def _request_deadline(self) -> float | None:
-        """Until the A-ASSOCIATE-RQ has arrived (state Sta2), the whole request must come
-        before the ARTIM timer expires, however slowly its bytes trickle in."""
-        if self.state_machine.current_state != "Sta2":
-            return None
-        timer = self.artim_timer
-        if timer.timeout is None:
-            return None
-        return time.monotonic() + max(timer.remaining, 0.0)
-
     def _protocol_error(self, pdu_type: int, length: int, limit: int | None) -> None:
         if limit is None:
             what = f"unknown PDU type 0x{pdu_type:02X}"
@@ -237,7 +230,7 @@ class BoundedDUL(DULServiceProvider):
 
     def _peer(self) -> str:
         info = self.assoc.requestor.address_info
-        return str(info.address) if info is not None else "?"
+        return f"{info.address}:{info.port}" if info is not None else "?"
 
 
 def _switch_to_bounded_reading(event: evt.Event) -> None:
@@ -251,6 +244,10 @@ def _switch_to_bounded_reading(event: evt.Event) -> None:
     sock.__class__ = ReceiveSocket
     sock.silence_timeout_s = association.network_timeout
     dul.__class__ = BoundedDUL
+    # Counted from here, the acceptance, not from the DUL thread's start: data can arrive
+    # before that thread runs (and before pynetdicom starts its ARTIM timer).
+    if association.acse_timeout is not None:
+        dul.request_deadline = time.monotonic() + association.acse_timeout
     dul._run_loop_delay = 0  # ReceiveSocket.ready does the waiting
 
 

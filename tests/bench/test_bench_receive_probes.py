@@ -159,17 +159,14 @@ def big_instance(path: Path, mib: int) -> Path:
 
 def storescu(port: int, path: Path) -> str:
     run = subprocess.run(
-        ["storescu", "-aec", "CTNODE", "-to", "120", "127.0.0.1", str(port), str(path)],
+        ["storescu", "-v", "-aec", "CTNODE", "-to", "120", "127.0.0.1", str(port), str(path)],
         capture_output=True,
         text=True,
         env=DCMTK_ENV,
         timeout=600,
     )
-    text = run.stdout + run.stderr
-    if run.returncode == 0 and "Status" not in text:
-        return "stored (0x0000)"
-    lines = [line for line in text.splitlines() if "Status" in line or "Error" in line]
-    return "; ".join(lines)[-160:] or f"exit {run.returncode}"
+    responses = [line for line in (run.stdout + run.stderr).splitlines() if "Response" in line]
+    return "; ".join(responses)[-160:] or f"exit {run.returncode}"
 
 
 def run_probes(repo: Path, python: str, folder: Path) -> list[tuple[str, str]]:
