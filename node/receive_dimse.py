@@ -51,13 +51,7 @@ class CappedDIMSE(DIMSEServiceProvider):
             incoming_command, incoming_data = _fragment_sizes(primitive)
             command_size = message.encoded_command_set.tell() + incoming_command
             if command_size > COMMAND_SET_LIMIT_BYTES:
-                LOG.warning(
-                    "DIMSE command set of more than %d bytes from %s: aborting",
-                    COMMAND_SET_LIMIT_BYTES,
-                    self.assoc.requestor.address,
-                )
-                self.message = None
-                self.dul.event_queue.put("Evt19")  # invalid message: the DUL aborts
+                self._abort(f"DIMSE command set of more than {COMMAND_SET_LIMIT_BYTES} bytes")
                 return
             data_set = message.data_set
             if not isinstance(data_set, OversizeDataSet) and isinstance(data_set, BytesIO):
@@ -65,7 +59,17 @@ class CappedDIMSE(DIMSEServiceProvider):
                 if size > self.max_data_set_bytes:
                     # The rest of this data set is only counted; the handler refuses it.
                     message.data_set = OversizeDataSet(data_set.tell())
-        super().receive_primitive(primitive)
+        try:
+            super().receive_primitive(primitive)
+        except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise
+            # Raised here it would kill pynetdicom's DUL thread (it runs this in a state
+            # machine action); an undecodable message aborts the association instead.
+            self._abort(f"undecodable DIMSE message ({type(error).__name__})")
+
+    def _abort(self, reason: str) -> None:
+        LOG.warning("%s from %s: aborting", reason, self.assoc.requestor.address)
+        self.message = None
+        self.dul.event_queue.put("Evt19")  # invalid PDU: the state machine aborts
 
 
 def _fragment_sizes(primitive: P_DATA) -> tuple[int, int]:

@@ -186,6 +186,9 @@ class BoundedDUL(DULServiceProvider):
             return
         try:
             pdu, event = self._decode_pdu(header + body)
+            # The state machine's actions convert the PDU again and do not expect this to fail
+            # (an A-ABORT with an unknown source value kills pynetdicom's DUL thread there).
+            pdu.to_primitive()
         except Exception as error:  # noqa: BLE001 - whatever the bytes made the decoder raise
             # Only the type: the message could quote the bytes.
             LOG.warning(

@@ -393,3 +393,5 @@ def test_afterwards_the_node_echoes_stores_and_did_not_grow(node: NodeProcess, t
     print(f"\nnode memory: RSS {base_rss:.0f} -> {rss:.0f} MB, peak {base_hwm:.0f} -> {hwm:.0f} MB")
     assert rss - base_rss < MAX_RSS_GROWTH_MB
     assert hwm - base_hwm < MAX_RSS_GROWTH_MB
+    # Every bad input ended in an orderly abort, none in a thread killed by an exception.
+    assert "Exception in thread" not in node.log_text()
