@@ -94,6 +94,7 @@ class StorageSettings:
     spool_dir: Path
     database_url: str
     min_free_mb: int
+    max_instance_mb: int
 
     def __post_init__(self) -> None:
         from sqlalchemy.engine import make_url
@@ -105,6 +106,8 @@ class StorageSettings:
             raise ConfigError(f"storage.database_url: {error}") from error
         if self.min_free_mb < 0:
             raise ConfigError(f"storage.min_free_mb must be >= 0, got {self.min_free_mb}")
+        if self.max_instance_mb < 1:
+            raise ConfigError(f"storage.max_instance_mb must be >= 1, got {self.max_instance_mb}")
 
 
 @dataclass(frozen=True)
