@@ -15,6 +15,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from models.files import sha256
 from models.labels import UNET_CHANNELS, Label
 from models.organs import registry
 from models.organs.importers import import_network
@@ -101,7 +102,7 @@ def install_imported(
     try:
         registry.save_model(net, spec, staging / f"{name}.json")
         (staging / spec.card).write_text(
-            model_card(spec, source, registry.sha256_file(source), count_parameters(net))
+            model_card(spec, source, sha256(source), count_parameters(net))
         )
         if folder.exists():
             shutil.rmtree(folder)
