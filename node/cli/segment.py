@@ -153,8 +153,9 @@ def segment_path(
 def print_report(console, report: SegmentReport) -> None:
     """The organ volumes and what was written, as a table for a person."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"Organs: {report.input}")
+    table = Table(title=Text(f"Organs: {report.input}"))
     table.add_column("organ")
     table.add_column("volume (ml)", justify="right")
     for name, ml in report.volumes_ml.items():
@@ -162,11 +163,13 @@ def print_report(console, report: SegmentReport) -> None:
             table.add_row(name.replace("_", " "), f"{ml:.1f}")
     console.print(table)
     what = "label map (uint8 Label values)" if report.kind == "labelmap" else "DICOM SEG"
-    console.print(f"{what} with {report.segments} segments written to {report.output}")
-    console.print(f"flags: {', '.join(report.flags) or 'none'}")
+    console.print(Text(f"{what} with {report.segments} segments written to {report.output}"))
+    console.print(Text(f"flags: {', '.join(report.flags) or 'none'}"))
     console.print(
-        f"model {report.model} {report.version} on {report.device}, {report.seconds:.1f} s; "
-        f"CT {'x'.join(map(str, report.size_xyz))} voxels"
+        Text(
+            f"model {report.model} {report.version} on {report.device}, {report.seconds:.1f} s; "
+            f"CT {'x'.join(map(str, report.size_xyz))} voxels"
+        )
     )
     console.print("Automated segmentation from a synthetic-data model; not a diagnosis.")
 
