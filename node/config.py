@@ -51,6 +51,35 @@ def check_host(value: str, key: str) -> None:
         raise ConfigError(f"{key}: a host name or IP address is required, got {value!r}")
 
 
+def check_remote(remote: PeerSettings | DestinationSettings, key: str) -> None:
+    """A peer's or destination's AE title, host and port."""
+    check_ae_title(remote.ae_title, f"{key}.ae_title")
+    check_host(remote.host, f"{key}.host")
+    check_port(remote.port, f"{key}.port")
+
+
+def check_positive(settings: object, section: str, *keys: str) -> None:
+    """ConfigError naming `section.key` for the first of `keys` whose value is not > 0."""
+    for key in keys:
+        value = getattr(settings, key)
+        if value <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+
+
+def check_at_least(settings: object, section: str, minimum: int, *keys: str) -> None:
+    """ConfigError naming `section.key` for the first of `keys` below `minimum`."""
+    for key in keys:
+        value = getattr(settings, key)
+        if value < minimum:
+            raise ConfigError(f"{section}.{key} must be >= {minimum}, got {value}")
+
+
+def check_device(value: str, key: str) -> None:
+    """A torch device name as the configuration writes it."""
+    if value not in ("auto", "cpu") and not value.startswith("cuda"):
+        raise ConfigError(f"{key}: auto, cpu or cuda[:N], got {value!r}")
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     out_dir: Path
@@ -61,8 +90,7 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.category <= 4:
             raise ConfigError(f"demo.category must be 0-4, got {self.category}")
-        if self.complete_after_s <= 0:
-            raise ConfigError(f"demo.complete_after_s must be > 0, got {self.complete_after_s}")
+        check_positive(self, "demo", "complete_after_s")
 
 
 @dataclass(frozen=True)
@@ -83,10 +111,8 @@ class NodeSettings:
             ipaddress.ip_address(self.bind)
         except ValueError as error:
             raise ConfigError(f"node.bind: an IP address, got {self.bind!r}") from error
-        if self.max_associations < 1:
-            raise ConfigError(f"node.max_associations must be >= 1, got {self.max_associations}")
-        if self.network_timeout_s <= 0:
-            raise ConfigError(f"node.network_timeout_s must be > 0, got {self.network_timeout_s}")
+        check_at_least(self, "node", 1, "max_associations")
+        check_positive(self, "node", "network_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -104,10 +130,8 @@ class StorageSettings:
             make_url(self.database_url)
         except ArgumentError as error:
             raise ConfigError(f"storage.database_url: {error}") from error
-        if self.min_free_mb < 0:
-            raise ConfigError(f"storage.min_free_mb must be >= 0, got {self.min_free_mb}")
-        if self.max_instance_mb < 1:
-            raise ConfigError(f"storage.max_instance_mb must be >= 1, got {self.max_instance_mb}")
+        check_at_least(self, "storage", 0, "min_free_mb")
+        check_at_least(self, "storage", 1, "max_instance_mb")
 
 
 @dataclass(frozen=True)
@@ -116,10 +140,7 @@ class SeriesSettings:
     check_interval_s: float
 
     def __post_init__(self) -> None:
-        if self.complete_after_s <= 0:
-            raise ConfigError(f"series.complete_after_s must be > 0, got {self.complete_after_s}")
-        if self.check_interval_s <= 0:
-            raise ConfigError(f"series.check_interval_s must be > 0, got {self.check_interval_s}")
+        check_positive(self, "series", "complete_after_s", "check_interval_s")
 
 
 @dataclass(frozen=True)
@@ -134,16 +155,13 @@ class WorkerSettings:
     retry_after_s: float
 
     def __post_init__(self) -> None:
-        for key in ("poll_s", "heartbeat_s", "retry_after_s"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"worker.{key} must be > 0, got {getattr(self, key)}")
+        check_positive(self, "worker", "poll_s", "heartbeat_s", "retry_after_s")
         if self.stale_after_s <= 2 * self.heartbeat_s:
             raise ConfigError(
                 f"worker.stale_after_s ({self.stale_after_s}) must exceed twice "
                 f"worker.heartbeat_s ({self.heartbeat_s}), or live jobs look abandoned"
             )
-        if self.max_attempts < 1:
-            raise ConfigError(f"worker.max_attempts must be >= 1, got {self.max_attempts}")
+        check_at_least(self, "worker", 1, "max_attempts")
 
 
 HEART_CHECKS = ("registration", "organs")
@@ -163,10 +181,8 @@ class CalciumSettings:
     heart_check: str = "registration"
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"calcium.device: auto, cpu or cuda[:N], got {self.device!r}")
-        if self.min_slices < 1:
-            raise ConfigError(f"calcium.min_slices must be >= 1, got {self.min_slices}")
+        check_device(self.device, "calcium.device")
+        check_at_least(self, "calcium", 1, "min_slices")
         if self.heart_check not in HEART_CHECKS:
             raise ConfigError(
                 f"calcium.heart_check: one of {list(HEART_CHECKS)}, got {self.heart_check!r}"
@@ -188,10 +204,8 @@ class OrgansSettings:
     min_slices: int = 16
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"organs.device: auto, cpu or cuda[:N], got {self.device!r}")
-        if self.min_slices < 1:
-            raise ConfigError(f"organs.min_slices must be >= 1, got {self.min_slices}")
+        check_device(self.device, "organs.device")
+        check_at_least(self, "organs", 1, "min_slices")
 
     def spec_path(self) -> Path:
         """The JSON spec of the configured model (registry.ModelFileError when absent)."""
@@ -217,16 +231,13 @@ class SendSettings:
     check_interval_s: float
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"send.max_attempts must be >= 1, got {self.max_attempts}")
+        check_at_least(self, "send", 1, "max_attempts")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
                 "send.backoff_initial_s must be > 0 and <= send.backoff_max_s, got "
                 f"{self.backoff_initial_s} and {self.backoff_max_s}"
             )
-        for key in ("timeout_s", "check_interval_s"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"send.{key} must be > 0, got {getattr(self, key)}")
+        check_positive(self, "send", "timeout_s", "check_interval_s")
 
     def backoff_s(self, attempts: int) -> float:
         """Wait after the attempts-th failed try: initial, 2x, 4x, ... capped at the maximum."""
@@ -263,8 +274,7 @@ class RouteSettings:
                 f"{key}: need 0 <= min_slice_thickness_mm <= max_slice_thickness_mm, got "
                 f"{self.min_slice_thickness_mm} and {self.max_slice_thickness_mm}"
             )
-        if self.min_instances < 1:
-            raise ConfigError(f"{key}.min_instances must be >= 1, got {self.min_instances}")
+        check_at_least(self, key, 1, "min_instances")
 
 
 @dataclass(frozen=True)
@@ -279,11 +289,9 @@ class PeerSettings:
 
     def __post_init__(self) -> None:
         key = f"peers[{self.name}]"
-        check_ae_title(self.ae_title, f"{key}.ae_title")
-        check_host(self.host, f"{key}.host")
-        check_port(self.port, f"{key}.port")
-        if self.complete_after_s is not None and self.complete_after_s <= 0:
-            raise ConfigError(f"{key}.complete_after_s must be > 0, got {self.complete_after_s}")
+        check_remote(self, key)
+        if self.complete_after_s is not None:
+            check_positive(self, key, "complete_after_s")
 
 
 @dataclass(frozen=True)
@@ -296,10 +304,7 @@ class DestinationSettings:
     port: int
 
     def __post_init__(self) -> None:
-        key = f"destinations[{self.name}]"
-        check_ae_title(self.ae_title, f"{key}.ae_title")
-        check_host(self.host, f"{key}.host")
-        check_port(self.port, f"{key}.port")
+        check_remote(self, f"destinations[{self.name}]")
 
 
 @dataclass(frozen=True)
