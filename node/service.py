@@ -19,6 +19,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from node import log_redaction
 from node.config import Settings
 from node.db import init_db, make_session_factory
 from node.receive import Receiver
@@ -119,8 +120,14 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Log lines to stderr. The INFO lines of pynetdicom (one per DIMSE message) and of
-    alembic (plugin set-up) are muted."""
+    alembic (plugin set-up) are muted. What pynetdicom and pydicom print goes through
+    node.log_redaction, which withholds the values a peer sent (Python warnings too, routed
+    into logging for that)."""
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.captureWarnings(True)
+    # On the handlers, not the loggers: a logger's filter never sees its children's records
+    # (pynetdicom logs as pynetdicom.utils, pynetdicom.dimse, ...).
+    log_redaction.install(logging.getLogger().handlers)
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     # APScheduler logs every run at INFO and a skipped overlapping run as a WARNING; both are

@@ -1,0 +1,197 @@
+"""Specific Character Set (0008,0005): which values the node accepts, and what its results carry.
+
+PS3.3 C.12.1.1.2 defines the terms: single-byte without code extensions (Table C.12-2),
+single-byte with code extensions (C.12-3), multi-byte with code extensions (C.12-4) and
+multi-byte without code extensions (C.12-5). A multi-valued set uses only code-extension terms,
+and its first value may be empty (then it is ISO 2022 IR 6, the default repertoire); the terms
+of C.12-5 stand alone.
+
+The receiver refuses an instance whose set holds a value that is neither a defined term nor a
+spelling pydicom corrects unambiguously ("ISO IR 100" for "ISO_IR 100"): the node could not
+tell which characters its text holds, and the patient's name would go into the results
+garbled. A job re-checks the same rule for files that reach the spool another way.
+
+Results (SR, SEG, Secondary Capture) copy the patient and study text of the source; they carry
+the source's set where it is standard and can encode everything they hold, otherwise UTF-8
+(ISO_IR 192), which encodes any text. highdicom's own check of the value is stricter than
+PS3.3 (no empty first value, no single code-extension term, IR 149 unknown), so the builders
+let highdicom write none and set it here afterwards.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pydicom.charset
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+# PS3.3 Table C.12-2 (the default repertoire is the absent or empty value).
+SINGLE_BYTE = frozenset(
+    f"ISO_IR {n}" for n in (100, 101, 109, 110, 144, 127, 126, 138, 148, 203, 13, 166)
+)
+# Table C.12-3.
+SINGLE_BYTE_CODE_EXTENSIONS = frozenset(
+    f"ISO 2022 IR {n}" for n in (6, 100, 101, 109, 110, 144, 127, 126, 138, 148, 203, 13, 166)
+)
+# Table C.12-4.
+MULTI_BYTE_CODE_EXTENSIONS = frozenset(f"ISO 2022 IR {n}" for n in (87, 159, 149, 58))
+# Table C.12-5: each only as the one value.
+MULTI_BYTE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+DEFINED_TERMS = SINGLE_BYTE | SINGLE_BYTE_CODE_EXTENSIONS | MULTI_BYTE_CODE_EXTENSIONS | MULTI_BYTE
+UTF8 = "ISO_IR 192"
+CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")  # what a CS value may hold (PS3.5 6.2)
+
+# pydicom (3.0) has no codec for Latin alphabet No. 9 and would read it as Latin-1 (eight
+# characters differ, the euro sign among them); its escape sequence is ESC 2/13 6/2 (PS3.3
+# Table C.12-3).
+_MISSING_IN_PYDICOM = {"ISO_IR 203": "iso8859_15", "ISO 2022 IR 203": "iso8859_15"}
+
+
+def _register_missing_terms() -> None:
+    for term, codec in _MISSING_IN_PYDICOM.items():
+        pydicom.charset.python_encoding.setdefault(term, codec)
+    pydicom.charset.CODES_TO_ENCODINGS.setdefault(b"\x1b-b", "iso8859_15")
+    pydicom.charset.ENCODINGS_TO_CODES.setdefault("iso8859_15", b"\x1b-b")
+
+
+_register_missing_terms()
+
+
+class CharacterSetError(ValueError):
+    """A Specific Character Set the node cannot interpret; the message quotes no text value."""
+
+
+@dataclass(frozen=True)
+class CharacterSet:
+    """A dataset's Specific Character Set, each value as its defined term."""
+
+    terms: tuple[str, ...]  # () for the default repertoire; a multi-valued set may start with ""
+
+    @property
+    def is_standard(self) -> bool:
+        """Whether the combination follows PS3.3 C.12.1.1.2 (each term alone is defined)."""
+        if len(self.terms) <= 1:
+            return not self.terms or self.terms[0] not in MULTI_BYTE_CODE_EXTENSIONS
+        first, rest = self.terms[0], self.terms[1:]
+        extensions = SINGLE_BYTE_CODE_EXTENSIONS | MULTI_BYTE_CODE_EXTENSIONS
+        return first in SINGLE_BYTE_CODE_EXTENSIONS | {""} and all(t in extensions for t in rest)
+
+    @property
+    def value(self) -> str | list[str] | None:
+        """The value for a dataset's SpecificCharacterSet (None: leave it out)."""
+        if not self.terms:
+            return None
+        return self.terms[0] if len(self.terms) == 1 else list(self.terms)
+
+    def python_codecs(self) -> list[str]:
+        if not self.terms:
+            return ["ascii"]  # the default repertoire (pydicom reads it as Latin-1, leniently)
+        return [
+            "ascii" if term in ("", "ISO 2022 IR 6") else pydicom.charset.python_encoding[term]
+            for term in self.terms
+        ]
+
+    def can_encode(self, text: str) -> bool:
+        """Whether every character of `text` has a code in one of the set's character sets
+        (with code extensions pydicom switches between them with escape sequences)."""
+        codec_names = self.python_codecs()
+        return all(any(_encodes(char, name) for name in codec_names) for char in set(text))
+
+
+def _encodes(char: str, codec_name: str) -> bool:
+    try:
+        encoded = codecs.encode(char, codec_name)
+    except UnicodeError:
+        return False
+    # pydicom reads ISO_IR 13 (JIS X 0201) with Python's shift_jis, which also holds the
+    # two-byte kanji that JIS X 0201 lacks.
+    return len(encoded) == 1 if codec_name == "shift_jis" else True
+
+
+def describe_value(value: str) -> str:
+    """A value for a message: quoted when it is a valid code string, otherwise not repeated
+    (a malformed value could be any text)."""
+    return repr(value) if CODE_STRING.fullmatch(value) else "(a value that is not a code string)"
+
+
+def _defined_term(raw: str) -> str:
+    """The defined term a value stands for; CharacterSetError if none."""
+    value = raw.strip()
+    if value in DEFINED_TERMS or value == "":
+        return value
+    if value == "ISO_IR 6":  # not in PS3.3, but written by some systems for the default
+        return ""
+    # The spelling slips pydicom corrects: a missing underscore in ISO_IR, other separators
+    # in ISO 2022 IR.
+    if re.match(r"^ISO[^_]IR", value):
+        patched = "ISO_IR" + value[6:]
+    elif re.match(r"^(?=ISO.2022.IR.)(?!ISO 2022 IR )", value):
+        patched = "ISO 2022 IR " + value[12:]
+    else:
+        patched = ""
+    if patched in DEFINED_TERMS:
+        return patched
+    raise CharacterSetError(
+        f"Specific Character Set value {describe_value(value)} is not a defined term "
+        "of PS3.3 C.12.1.1.2"
+    )
+
+
+def character_set_of(dataset: Dataset) -> CharacterSet:
+    """The dataset's Specific Character Set as defined terms; CharacterSetError when a value is
+    not one (or the element cannot be read)."""
+    try:
+        raw = dataset.get("SpecificCharacterSet")
+    except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
+        raise CharacterSetError(
+            f"Specific Character Set cannot be read ({type(error).__name__})"
+        ) from error
+    if raw is None or raw == "":
+        return CharacterSet(())
+    values = [raw] if isinstance(raw, str | bytes) else list(raw)
+    values = [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
+    terms = tuple(_defined_term(v) for v in values)
+    if len(terms) > 1 and any(term in MULTI_BYTE for term in terms):
+        raise CharacterSetError(
+            "Specific Character Set combines ISO_IR 192, GB18030 or GBK with other values "
+            "(PS3.3 C.12.1.1.2: they stand alone)"
+        )
+    if len(terms) == 1 and terms[0] == "":
+        return CharacterSet(())
+    return CharacterSet(terms)
+
+
+def check_character_set(dataset: Dataset) -> None:
+    """CharacterSetError unless the dataset's Specific Character Set can be interpreted."""
+    character_set_of(dataset)
+
+
+def _text_values(dataset: Dataset) -> Iterator[str]:
+    """Every character-string value in the dataset, its sequences included."""
+    for element in dataset.iterall():
+        if element.VR not in ("SH", "LO", "ST", "LT", "UT", "UC", "PN"):
+            continue
+        values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
+        for value in values:
+            if isinstance(value, PersonName):
+                yield str(value)
+            elif isinstance(value, str):
+                yield value
+
+
+def set_result_character_set(result: Dataset, source: Dataset) -> None:
+    """Give a result object the source's character set when that is standard and encodes all
+    of the result's text, otherwise UTF-8 (see the module docstring)."""
+    chosen = character_set_of(source)  # check_series has refused one that cannot be read
+    if not chosen.is_standard or not all(chosen.can_encode(t) for t in _text_values(result)):
+        chosen = CharacterSet((UTF8,))
+    if chosen.value is None:
+        if "SpecificCharacterSet" in result:
+            del result.SpecificCharacterSet
+    else:
+        result.SpecificCharacterSet = chosen.value
