@@ -20,12 +20,12 @@ let highdicom write none and set it here afterwards.
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pydicom.charset
+from pydicom.charset import _encode_string_impl, _encode_string_parts
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -52,14 +52,22 @@ CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")  # what a CS value may hold (PS3.5
 _MISSING_IN_PYDICOM = {"ISO_IR 203": "iso8859_15", "ISO 2022 IR 203": "iso8859_15"}
 
 
-def _register_missing_terms() -> None:
+def _fix_pydicom_tables() -> None:
+    """Two gaps of pydicom 3.0's character set tables, filled once at import (both checked by
+    tests/unit/test_character_sets.py, so a pydicom that fixes them shows up there)."""
     for term, codec in _MISSING_IN_PYDICOM.items():
         pydicom.charset.python_encoding.setdefault(term, codec)
     pydicom.charset.CODES_TO_ENCODINGS.setdefault(b"\x1b-b", "iso8859_15")
     pydicom.charset.ENCODINGS_TO_CODES.setdefault("iso8859_15", b"\x1b-b")
+    # GB2312 (ISO 2022 IR 58) is listed as a codec that handles its own escape sequences, which
+    # Python's gb2312 does not: pydicom reads "ESC $ ) A" into the text and writes none. Off
+    # that list, pydicom strips and writes the sequence as it does for the other G1 sets.
+    pydicom.charset.handled_encodings = tuple(
+        name for name in pydicom.charset.handled_encodings if name != "iso_ir_58"
+    )
 
 
-_register_missing_terms()
+_fix_pydicom_tables()
 
 
 class CharacterSetError(ValueError):
@@ -96,21 +104,32 @@ class CharacterSet:
             for term in self.terms
         ]
 
-    def can_encode(self, text: str) -> bool:
-        """Whether every character of `text` has a code in one of the set's character sets
-        (with code extensions pydicom switches between them with escape sequences)."""
+    def can_encode(self, text: str, *, person_name: bool = False) -> bool:
+        """Whether pydicom writes `text` in this set without replacement characters (a person
+        name is encoded group by group, as pydicom does)."""
+        parts = re.split(r"[=^]", text) if person_name else [text]
         codec_names = self.python_codecs()
-        return all(any(_encodes(char, name) for name in codec_names) for char in set(text))
+        return all(_pydicom_encodes(part, codec_names) for part in parts if part)
 
 
-def _encodes(char: str, codec_name: str) -> bool:
-    try:
-        encoded = codecs.encode(char, codec_name)
-    except UnicodeError:
-        return False
-    # pydicom reads ISO_IR 13 (JIS X 0201) with Python's shift_jis, which also holds the
-    # two-byte kanji that JIS X 0201 lacks.
-    return len(encoded) == 1 if codec_name == "shift_jis" else True
+def _pydicom_encodes(value: str, codec_names: list[str]) -> bool:
+    """The calls pydicom's writer makes (pydicom.charset.encode_string), made strict: where
+    they fail, pydicom would write "?" instead of the characters and only warn. Its encoders
+    are stricter than Python's codecs (ISO_IR 13 alone cannot mix katakana and romaji in
+    one value, for one), so they are asked, not the codecs."""
+    for name in codec_names:
+        try:
+            _encode_string_impl(value, name)
+            return True
+        except UnicodeError:
+            continue
+    if len(codec_names) > 1:
+        try:
+            _encode_string_parts(value, codec_names)
+            return True
+        except (UnicodeError, ValueError):
+            return False
+    return False
 
 
 def describe_value(value: str) -> str:
@@ -171,24 +190,24 @@ def check_character_set(dataset: Dataset) -> None:
     character_set_of(dataset)
 
 
-def _text_values(dataset: Dataset) -> Iterator[str]:
-    """Every character-string value in the dataset, its sequences included."""
+def _text_values(dataset: Dataset) -> Iterator[tuple[str, bool]]:
+    """Every character-string value in the dataset, its sequences included, and whether it
+    is a person name."""
     for element in dataset.iterall():
         if element.VR not in ("SH", "LO", "ST", "LT", "UT", "UC", "PN"):
             continue
         values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
         for value in values:
-            if isinstance(value, PersonName):
-                yield str(value)
-            elif isinstance(value, str):
-                yield value
+            if isinstance(value, PersonName | str):
+                yield str(value), element.VR == "PN"
 
 
 def set_result_character_set(result: Dataset, source: Dataset) -> None:
     """Give a result object the source's character set when that is standard and encodes all
     of the result's text, otherwise UTF-8 (see the module docstring)."""
     chosen = character_set_of(source)  # check_series has refused one that cannot be read
-    if not chosen.is_standard or not all(chosen.can_encode(t) for t in _text_values(result)):
+    texts = _text_values(result)
+    if not chosen.is_standard or not all(chosen.can_encode(t, person_name=pn) for t, pn in texts):
         chosen = CharacterSet((UTF8,))
     if chosen.value is None:
         if "SpecificCharacterSet" in result:

@@ -78,6 +78,21 @@ def test_latin_9_is_read_and_written_with_its_own_codec() -> None:
     assert dcmread(io.BytesIO(buffer.getvalue()), force=True).StudyDescription == "Cœur 10€"
 
 
+def test_gb2312_escape_sequences_are_read_and_written() -> None:
+    """pydicom 3.0 kept "ESC $ ) A" in the text it read and wrote GB2312 without it."""
+    raw = Dataset()
+    raw.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    raw.add_new(0x00100010, "PN", b"Zhang^Sanfeng=\x1b$)A\xd5\xc5^\x1b$)A\xc8\xfd\xb7\xe1")
+    raw.decode()
+    assert str(raw.PatientName) == "Zhang^Sanfeng=张^三丰"
+    ds = Dataset()
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    ds.PatientName = "Zhang^Sanfeng=张^三丰"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=False, little_endian=True)
+    assert b"Zhang^Sanfeng=\x1b$)A\xd5\xc5^\x1b$)A\xc8\xfd\xb7\xe1" in buffer.getvalue()
+
+
 def test_result_keeps_a_standard_set_that_encodes_its_text() -> None:
     source, result = _with(["", "ISO 2022 IR 87"]), Dataset()
     result.PatientName = "Yamada^Tarou=山田^太郎"
@@ -91,6 +106,7 @@ def test_result_keeps_a_standard_set_that_encodes_its_text() -> None:
         ("ISO_IR 100", "Müller^Jürgen 山"),  # text the source's set cannot hold
         (["ISO_IR 100", "ISO 2022 IR 87"], "Müller"),  # a set outside PS3.3's rules
         ("ISO_IR 13", "山田"),  # JIS X 0201 has no kanji (Python's shift_jis has)
+        ("ISO_IR 13", "ﾔﾏﾀﾞ ﾀﾛｳ"),  # pydicom cannot write katakana and romaji in one value
         (None, "Müller"),  # non-ASCII text where the source declared none
     ],
 )
@@ -99,6 +115,13 @@ def test_result_falls_back_to_utf8(source, text: str) -> None:
     result.StudyDescription = text
     set_result_character_set(result, _with(source))
     assert result.SpecificCharacterSet == UTF8
+
+
+def test_a_katakana_name_keeps_iso_ir_13() -> None:
+    result = Dataset()
+    result.PatientName = "ﾔﾏﾀﾞ^ﾀﾛｳ"  # written group by group: each all katakana
+    set_result_character_set(result, _with("ISO_IR 13"))
+    assert result.SpecificCharacterSet == "ISO_IR 13"
 
 
 def test_result_without_a_set_for_ascii_text() -> None:
@@ -110,5 +133,5 @@ def test_result_without_a_set_for_ascii_text() -> None:
 
 def test_can_encode_with_code_extensions_switches_sets() -> None:
     japanese = CharacterSet(("ISO 2022 IR 13", "ISO 2022 IR 87"))
-    assert japanese.can_encode("ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎")
+    assert japanese.can_encode("ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎", person_name=True)
     assert not japanese.can_encode("Müller")
