@@ -44,7 +44,9 @@ MULTI_BYTE_CODE_EXTENSIONS = frozenset(f"ISO 2022 IR {n}" for n in (87, 159, 149
 MULTI_BYTE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
 DEFINED_TERMS = SINGLE_BYTE | SINGLE_BYTE_CODE_EXTENSIONS | MULTI_BYTE_CODE_EXTENSIONS | MULTI_BYTE
 UTF8 = "ISO_IR 192"
-CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")  # what a CS value may hold (PS3.5 6.2)
+# The shape of a term ("ISO_IR 100", "ISO 2022 IR 87", misspelt ones too): only such values
+# are repeated in messages; anything else in the element could be any text.
+TERM_SHAPE = re.compile(r"ISO[ _-]?(2022[ _-]?)?IR[ _-]?[0-9]{1,3}|GB18030|GBK")
 
 # pydicom (3.0) has no codec for Latin alphabet No. 9 and would read it as Latin-1 (eight
 # characters differ, the euro sign among them); its escape sequence is ESC 2/13 6/2 (PS3.3
@@ -133,9 +135,9 @@ def _pydicom_encodes(value: str, codec_names: list[str]) -> bool:
 
 
 def describe_value(value: str) -> str:
-    """A value for a message: quoted when it is a valid code string, otherwise not repeated
-    (a malformed value could be any text)."""
-    return repr(value) if CODE_STRING.fullmatch(value) else "(a value that is not a code string)"
+    """A value for a message: quoted when it has the shape of a term, otherwise not repeated
+    (a malformed value could be any text, patient data included)."""
+    return repr(value) if TERM_SHAPE.fullmatch(value) else "(a value that is not a term)"
 
 
 def _defined_term(raw: str) -> str:

@@ -56,15 +56,16 @@ def test_values_map_to_defined_terms(value, terms: tuple, standard: bool) -> Non
     ("value", "message"),
     [
         ("ISO_IR 999", "'ISO_IR 999' is not a defined term"),
-        ("utf-8", "not a code string"),  # a Python codec name is no DICOM term
-        ("DOE^JOHN", "not a code string"),  # never repeated: it could be anything
+        ("utf-8", "not a term"),  # a Python codec name is no DICOM term
+        ("DOE^JOHN", "not a term"),  # never repeated: it could be anything
+        ("X424242", "not a term"),  # nor digits that are no term
         (["ISO_IR 192", "GB18030"], "stand alone"),
     ],
 )
 def test_unknown_values_are_refused_without_quoting_free_text(value, message: str) -> None:
     with pytest.raises(CharacterSetError, match=message) as error:
         character_set_of(_with(value))
-    assert "DOE" not in str(error.value)
+    assert "DOE" not in str(error.value) and "424242" not in str(error.value)
 
 
 def test_latin_9_is_read_and_written_with_its_own_codec() -> None:
