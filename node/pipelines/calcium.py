@@ -41,6 +41,10 @@ class SeriesFiles:
     series_uid: str
     folder: Path
     paths: Sequence[Path]
+    # True for the worker: each path is an instance acknowledged to its sender, so one that
+    # cannot be used fails the series. False for a folder a person points the CLI at, where
+    # files that are no images (a README, a DICOMDIR) are left out.
+    all_required: bool = True
 
 
 class ScorerCache:
@@ -71,10 +75,10 @@ def read_source(
     rule and its [section] min_slices), the CT volume assembled from them (node.volume's
     planning and assembly), and a line for the job log.
 
-    Only the files the database lists are read. Any of them that cannot be read as an image
-    (gone, corrupt, pixel data that contradicts its header) fails the series with the reason:
-    every one was acknowledged to the sender, so leaving it out would hide a loss and could
-    show up later as a misleading gap between slices."""
+    Only `files.paths` are read (for a job: the database's list). With `all_required`, one
+    that cannot be read as an image (gone, corrupt, pixel data that contradicts its header)
+    fails the series with the reason: it was acknowledged to the sender, so leaving it out
+    would hide a loss and could show up later as a misleading gap between slices."""
     from node.assembly import assemble
     from node.character_sets import CharacterSetError, check_character_set
     from node.selection import select_for_calcium, select_for_organs
@@ -88,7 +92,7 @@ def read_source(
             f"{len(files.paths)} instances, fewer than [{purpose}] min_slices={min_slices}"
         )
     plan = plan_files(files.paths, settings.assembly, select)
-    if plan.scan.unreadable:
+    if plan.scan.unreadable and files.all_required:
         first = plan.scan.unreadable[0]
         more = len(plan.scan.unreadable) - 1
         raise BadSeriesError(
