@@ -142,7 +142,7 @@ def describe_value(value: str) -> str:
 
 def _defined_term(raw: str) -> str:
     """The defined term a value stands for; CharacterSetError if none."""
-    value = raw.strip()
+    value = raw.strip(" \x00")
     if value in DEFINED_TERMS or value == "":
         return value
     if value == "ISO_IR 6":  # not in PS3.3, but written by some systems for the default
@@ -166,16 +166,14 @@ def _defined_term(raw: str) -> str:
 def character_set_of(dataset: Dataset) -> CharacterSet:
     """The dataset's Specific Character Set as defined terms; CharacterSetError when a value is
     not one (or the element cannot be read)."""
-    try:
-        raw = dataset.get("SpecificCharacterSet")
-    except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
-        raise CharacterSetError(
-            f"Specific Character Set cannot be read ({type(error).__name__})"
-        ) from error
-    if raw is None or raw == "":
+    element = dataset.get_item(0x00080005)
+    raw = None if element is None else element.value
+    if raw is None or raw == "" or raw == b"":
         return CharacterSet(())
-    values = [raw] if isinstance(raw, str | bytes) else list(raw)
-    values = [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
+    if isinstance(raw, bytes):  # still as received: cheaper to split here than to convert
+        values = raw.decode("latin-1").split("\\")
+    else:
+        values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
     terms = tuple(_defined_term(v) for v in values)
     if len(terms) > 1 and any(term in MULTI_BYTE for term in terms):
         raise CharacterSetError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -50,10 +51,26 @@ def native_length_fits(actual: int, expected: int) -> bool:
 
 
 def _integer(dataset: Dataset, keyword: str, default: int | None = None) -> int | None:
+    """An integer element's value; `default` when absent, None when not an integer.
+
+    A US or IS value still raw is decoded here: pydicom's conversion costs more than the
+    whole check, and the receiver runs it on every instance."""
+    element = dataset.get_item(keyword)
+    if element is None:
+        return default
+    value = element.value
     try:
-        value = dataset.get(keyword)
+        if isinstance(value, bytes):
+            vr = element.VR or dictionary_VR(element.tag)
+            if vr == "US" and len(value) == 2:
+                little_endian = dataset.original_encoding[1] is not False
+                return struct.unpack("<H" if little_endian else ">H", value)[0]
+            if vr == "IS":
+                text = value.decode("ascii").strip(" \x00")
+                return int(text) if text else default
+            value = dataset.get(keyword)  # anything else: pydicom's conversion
         return default if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, UnicodeDecodeError):
         return None
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 
 from node.character_sets import (
     DEFINED_TERMS,
@@ -50,6 +52,23 @@ def test_values_map_to_defined_terms(value, terms: tuple, standard: bool) -> Non
     character_set = character_set_of(_with(value))
     assert character_set.terms == terms
     assert character_set.is_standard is standard
+
+
+@pytest.mark.parametrize(
+    ("raw", "terms"),
+    [
+        (b"\\ISO 2022 IR 87 ", ("", "ISO 2022 IR 87")),
+        (b"ISO_IR 100\x00", ("ISO_IR 100",)),
+        (b"ISO 2022 IR 13\\ISO 2022 IR 87", ("ISO 2022 IR 13", "ISO 2022 IR 87")),
+    ],
+)
+def test_values_as_received(raw: bytes, terms: tuple) -> None:
+    """The receiver reads the element before pydicom converts it."""
+    ds = read_dataset(
+        io.BytesIO(b"\x08\x00\x05\x00CS" + struct.pack("<H", len(raw)) + raw), False, True
+    )
+    assert isinstance(ds.get_item(0x00080005).value, bytes)
+    assert character_set_of(ds).terms == terms
 
 
 @pytest.mark.parametrize(
