@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
+
+from node.pixel_checks import native_length, native_length_fits
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -92,15 +94,29 @@ class Unreadable:
     reason: str
 
 
+class PixelLengthError(ValueError):
+    """Native pixel data whose length contradicts Rows, Columns, frames and bits; reading it
+    would misplace every pixel. The message quotes sizes only."""
+
+
 def scan_paths(root: Path) -> tuple[list[FrameHeader], list[Unreadable]]:
     """Header records of every image below `root` (a folder, searched recursively, or a file)."""
+    return scan_files(_files(root))
+
+
+def scan_files(paths: Iterable[Path]) -> tuple[list[FrameHeader], list[Unreadable]]:
+    """Header records of every image in the given files."""
     frames: list[FrameHeader] = []
     skipped: list[Unreadable] = []
-    for path in _files(root):
+    for path in paths:
         try:
             frames.extend(read_frame_headers(path))
         except (InvalidDicomError, EOFError):
             skipped.append(Unreadable(path, "not a DICOM file"))
+        except FileNotFoundError:
+            skipped.append(Unreadable(path, "file missing"))
+        except PixelLengthError as error:
+            skipped.append(Unreadable(path, str(error)))
         except Exception as error:  # noqa: BLE001 - a corrupt file is reported, never fatal
             skipped.append(Unreadable(path, f"unreadable DICOM header ({type(error).__name__})"))
     return frames, skipped
@@ -126,13 +142,15 @@ def read_frame_headers(path: Path) -> list[FrameHeader]:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
         if not _looks_like_dicom(ds):
             raise InvalidDicomError("no DICOM elements")
-        pixel_offset = _native_pixel_offset(fp, ds)
+        pixel_offset, pixel_length = _native_pixel_offset(fp, ds)
     sop_class = _uid(ds, "SOPClassUID") or str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
     rows, columns = int(_value(ds, "Rows") or 0), int(_value(ds, "Columns") or 0)
     if not rows or not columns:
         return [_record(path, None, ds, sop_class, None, _frame_geometry(ds), 0, 0)]
     layout = _pixel_layout(ds, pixel_offset)
     n_frames = _integer(_value(ds, "NumberOfFrames")) or 1
+    if pixel_offset is not None:
+        _check_native_length(pixel_length, rows, columns, n_frames, layout)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if n_frames > 1 or shared else None
     if per_frame is None or n_frames == 1 and shared is None:
@@ -154,22 +172,24 @@ def _looks_like_dicom(ds: Dataset) -> bool:
     )
 
 
-def _native_pixel_offset(fp, ds: Dataset) -> int | None:
-    """File offset of the Pixel Data values when they are stored natively (uncompressed).
+def _native_pixel_offset(fp, ds: Dataset) -> tuple[int | None, int]:
+    """File offset of the Pixel Data values when they are stored natively (uncompressed), and
+    how many bytes of them the file holds (the declared length, or less where the file ends
+    first).
 
     stop_before_pixels leaves the file positioned at the Pixel Data element's tag; the
     element header is read here so the pixel pass can go straight to the values."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if ds.get("file_meta") else None
     syntax = UID(syntax) if syntax else UID("1.2.840.10008.1.2")
     if syntax.is_compressed or not syntax.is_little_endian or syntax.is_deflated:
-        return None
+        return None, 0
     start = fp.tell()
     head = fp.read(12)
     if len(head) < 8:
-        return None
+        return None, 0
     group, element = struct.unpack("<HH", head[:4])
     if (group << 16 | element) != PIXEL_DATA_TAG:
-        return None
+        return None, 0
     if syntax.is_implicit_VR:
         (length,) = struct.unpack("<I", head[4:8])
         value_start = start + 8
@@ -177,8 +197,24 @@ def _native_pixel_offset(fp, ds: Dataset) -> int | None:
         (length,) = struct.unpack("<I", head[8:12])
         value_start = start + 12
     if length == UNDEFINED_LENGTH:
-        return None
-    return value_start
+        return None, 0
+    available = max(os.fstat(fp.fileno()).st_size - value_start, 0)
+    return value_start, min(length, available)
+
+
+def _check_native_length(
+    length: int, rows: int, columns: int, frames: int, layout: PixelLayout
+) -> None:
+    """PixelLengthError unless the file holds exactly the native pixel data the header
+    describes (node.pixel_checks, the rule the receiver applies; files can reach the spool
+    another way, or be cut short on disk)."""
+    expected = native_length(rows, columns, layout.samples_per_pixel, frames, layout.bits_allocated)
+    if not native_length_fits(length, expected):
+        raise PixelLengthError(
+            f"pixel data {length} bytes, not {expected} for {rows}x{columns}"
+            + (f"x{frames} frames" if frames != 1 else "")
+            + f" at {layout.bits_allocated} bits"
+        )
 
 
 def _pixel_layout(ds: Dataset, native_offset: int | None) -> PixelLayout:

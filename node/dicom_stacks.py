@@ -18,13 +18,13 @@ import hashlib
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from node.dicom_headers import CT_STORAGE, FrameHeader, Unreadable, scan_paths
+from node.dicom_headers import CT_STORAGE, FrameHeader, Unreadable, scan_files, scan_paths
 
 NODE_MANUFACTURER = "ctnode"  # what the node writes into the objects it creates
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines closer than this are the same orientation
@@ -119,6 +119,13 @@ def plane_name(normal: np.ndarray) -> str:
 def find_stacks(root: Path, *, allow_reformats: bool = False) -> StackScan:
     """Stacks and exclusions for every DICOM file below `root`."""
     frames, unreadable = scan_paths(root)
+    return group_stacks(frames, allow_reformats=allow_reformats, unreadable=unreadable)
+
+
+def stacks_of_files(paths: Iterable[Path], *, allow_reformats: bool = False) -> StackScan:
+    """Stacks and exclusions for the given files (a series' instances as the database lists
+    them), whatever else lies in their folders."""
+    frames, unreadable = scan_files(paths)
     return group_stacks(frames, allow_reformats=allow_reformats, unreadable=unreadable)
 
 

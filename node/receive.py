@@ -44,8 +44,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.character_sets import CharacterSetError, check_character_set
 from node.config import PeerSettings, Settings
 from node.db import add_received_instance, find_instance, record_event, write_session
+from node.pixel_checks import MalformedPixelData, PixelDataMismatch, check_pixel_data
 from node.receive_dimse import OversizeDataSet, capped_dimse_handlers
 from node.receive_socket import receive_socket_handlers
 from node.scu import nodelay_handlers
@@ -93,8 +95,12 @@ STATUS_OUT_OF_RESOURCES = 0xA700  # disk full, disk or database error: the sende
 # sender's log tell this refusal from a full disk (0xA700), and senders that know only the
 # A7xx class treat both the same.
 STATUS_INSTANCE_TOO_LARGE = 0xA701
+# Pixel data whose size or frame count contradicts the Image Pixel module: the dataset breaks
+# a rule of its IOD (PS3.3 C.7.6.3), so it does not match its SOP class.
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-STATUS_CANNOT_UNDERSTAND = 0xC000  # a required UID missing or invalid
+# A required UID missing or invalid, encapsulated pixel data whose items cannot be followed,
+# or a Specific Character Set that is not a defined term: the node cannot interpret it.
+STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
 STATUS_UNEXPECTED_ERROR = 0xC211  # a fault in the node (pynetdicom's code for the same)
 
@@ -108,17 +114,33 @@ REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not 
 REJECT_BUSY = (0x02, 0x03, 0x02)  # transient, presentation provider, local limit exceeded
 
 
+ERROR_COMMENT_MAX = 64  # Error Comment (0000,0902) is LO: 64 characters
+
+
+def error_comment(reason: str, sop_uid: str | None = None) -> str:
+    """The Error Comment for a refusal: the reason first (cut at 64 characters), the instance
+    UID after it only when the whole fits. Characters outside printable ASCII and backslashes
+    (a value separator) become "?": the command set is in the default repertoire."""
+    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in reason)
+    if sop_uid:
+        with_uid = f"{text}; instance {sop_uid}"
+        if len(with_uid) <= ERROR_COMMENT_MAX:
+            return with_uid
+    return text[:ERROR_COMMENT_MAX]
+
+
 @dataclass(frozen=True)
 class StoreOutcome:
     status: int
-    reason: str = ""  # empty on success; goes to the sender as ErrorComment (max 64 chars)
+    reason: str = ""  # empty on success; leads the sender's Error Comment
     duplicate: bool = False  # success because the instance was already stored
+    sop_uid: str | None = None  # the refused instance's valid UID, where known
 
     def as_dataset(self) -> Dataset:
         response = Dataset()
         response.Status = self.status
         if self.reason:
-            response.ErrorComment = self.reason[:64]
+            response.ErrorComment = error_comment(self.reason, self.sop_uid)
         return response
 
 
@@ -296,21 +318,29 @@ class InstanceStore:
         self.sessions = sessions
 
     def refuse(
-        self, status: int, reason: str, calling_ae: str, series_id: int | None = None
+        self,
+        status: int,
+        reason: str,
+        calling_ae: str,
+        sop_uid: str | None = None,
+        series_id: int | None = None,
     ) -> StoreOutcome:
-        LOG.warning("instance from %s refused (0x%04X): %s", calling_ae, status, reason)
+        """Log and record a refusal. `reason` says what is wrong without the instance (it
+        leads the sender's Error Comment); `sop_uid`, a valid UID, names the instance."""
+        what = f"instance {sop_uid}" if sop_uid else "instance"
+        LOG.warning("%s from %s refused (0x%04X): %s", what, calling_ae, status, reason)
         try:
             with write_session(self.sessions) as session:
                 record_event(
                     session,
                     "instance.rejected",
-                    f"status 0x{status:04X}: {reason}",
+                    f"status 0x{status:04X}: {what}: {reason}",
                     ae_title=calling_ae,
                     series_id=series_id,
                 )
         except SQLAlchemyError as error:  # the database may be why it failed in the first place
             LOG.error("could not record the refusal in the database: %s", type(error).__name__)
-        return StoreOutcome(status, reason)
+        return StoreOutcome(status, reason, sop_uid=sop_uid)
 
     def store(
         self,
@@ -321,30 +351,40 @@ class InstanceStore:
         requested_sop_instance_uid: str,
         calling_ae: str,
     ) -> StoreOutcome:
+        # The request's UID names the instance in refusals until the dataset's own is read.
+        requested_uid = (
+            requested_sop_instance_uid if is_valid_uid(requested_sop_instance_uid) else None
+        )
         try:
             study_uid = validate_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
             series_uid = validate_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID")
             sop_uid = validate_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID")
             sop_class_uid = validate_uid(dataset.get("SOPClassUID"), "SOPClassUID")
         except InvalidUIDError as error:
-            return self.refuse(STATUS_CANNOT_UNDERSTAND, str(error), calling_ae)
+            return self.refuse(STATUS_CANNOT_UNDERSTAND, str(error), calling_ae, requested_uid)
         except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
             reason = f"cannot read the identifying UIDs ({type(error).__name__})"
-            return self.refuse(STATUS_CANNOT_DECODE, reason, calling_ae)
+            return self.refuse(STATUS_CANNOT_DECODE, reason, calling_ae, requested_uid)
         if sop_class_uid != requested_sop_class_uid:
             return self.refuse(
                 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"instance {sop_uid}: SOPClassUID {sop_class_uid} differs from the request's "
-                f"{_uid_for_message(requested_sop_class_uid)}",
+                f"SOP Class UID differs from the request's ({sop_class_uid} in the dataset, "
+                f"{_uid_for_message(requested_sop_class_uid)} requested)",
                 calling_ae,
+                sop_uid,
             )
         if sop_uid != requested_sop_instance_uid:
             return self.refuse(
                 STATUS_CANNOT_UNDERSTAND,
-                f"SOPInstanceUID {sop_uid} differs from the request's "
-                f"{_uid_for_message(requested_sop_instance_uid)}",
+                f"SOP Instance UID is not the request's "
+                f"({_uid_for_message(requested_sop_instance_uid)})",
                 calling_ae,
+                sop_uid,
             )
+        content_problem = self._content_problem(dataset, str(file_meta.TransferSyntaxUID))
+        if content_problem is not None:
+            status, reason = content_problem
+            return self.refuse(status, reason, calling_ae, sop_uid)
 
         relative = instance_relative_path(study_uid, series_uid, sop_uid)
         # Only an instance whose file exists can be a copy we keep, so first sends skip the
@@ -359,9 +399,9 @@ class InstanceStore:
             if free < self.min_free_bytes:
                 return self.refuse(
                     STATUS_OUT_OF_RESOURCES,
-                    f"instance {sop_uid}: spool has {free // 2**20} MB free, "
-                    f"below [storage] min_free_mb",
+                    f"spool has {free // 2**20} MB free, below [storage] min_free_mb",
                     calling_ae,
+                    sop_uid,
                 )
             size = write_durably(
                 self.spool_dir / relative, [_part10_header(file_meta), encoded_dataset]
@@ -369,8 +409,9 @@ class InstanceStore:
         except OSError as error:
             return self.refuse(
                 STATUS_OUT_OF_RESOURCES,
-                f"instance {sop_uid}: cannot write to the spool ({error.strerror or error})",
+                f"cannot write to the spool ({error.strerror or type(error).__name__})",
                 calling_ae,
+                sop_uid,
             )
 
         row = instance_row(dataset, str(file_meta.TransferSyntaxUID), relative, size, calling_ae)
@@ -391,7 +432,25 @@ class InstanceStore:
                 reason = f"database error ({type(error).__name__})"
                 break
         # The file stays in the spool without a row; a resend rewrites it atomically.
-        return self.refuse(STATUS_OUT_OF_RESOURCES, f"instance {sop_uid}: {reason}", calling_ae)
+        return self.refuse(STATUS_OUT_OF_RESOURCES, reason, calling_ae, sop_uid)
+
+    @staticmethod
+    def _content_problem(dataset: Dataset, transfer_syntax_uid: str) -> tuple[int, str] | None:
+        """(status, reason) when the node could not use what the instance holds: a character
+        set it cannot interpret, or pixel data that does not fit the image (node.pixel_checks);
+        None when it can."""
+        try:
+            check_character_set(dataset)
+            check_pixel_data(dataset, transfer_syntax_uid)
+        except CharacterSetError as error:
+            return STATUS_CANNOT_UNDERSTAND, str(error)
+        except PixelDataMismatch as error:
+            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, str(error)
+        except MalformedPixelData as error:
+            return STATUS_CANNOT_UNDERSTAND, str(error)
+        except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
+            return STATUS_CANNOT_DECODE, f"image attributes cannot be read ({type(error).__name__})"
+        return None
 
     def _is_duplicate(self, sop_uid: str, series_uid: str, calling_ae: str) -> bool:
         """True (and one event) when the instance is already stored."""
@@ -587,13 +646,15 @@ class Receiver:
         association: Association = event.assoc
         calling_ae = association.requestor.ae_title.strip()
         request = event.request
-        requested_sop_uid = _uid_for_message(request.AffectedSOPInstanceUID)
+        requested = str(request.AffectedSOPInstanceUID or "")
+        requested_sop_uid = requested if is_valid_uid(requested) else None
         if isinstance(request.DataSet, OversizeDataSet):  # dropped while it arrived
             outcome = self.store.refuse(
                 STATUS_INSTANCE_TOO_LARGE,
-                f"instance {requested_sop_uid}: {request.DataSet.received_bytes >> 20} MB, over "
+                f"{request.DataSet.received_bytes >> 20} MB, over "
                 f"[storage] max_instance_mb={self.store.max_instance_mb}",
                 calling_ae,
+                requested_sop_uid,
             )
             self._count(association, outcome)
             return outcome.as_dataset()
@@ -602,8 +663,9 @@ class Receiver:
         except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise
             outcome = self.store.refuse(
                 STATUS_CANNOT_DECODE,
-                f"instance {requested_sop_uid}: dataset cannot be decoded ({type(error).__name__})",
+                f"dataset cannot be decoded ({type(error).__name__})",
                 calling_ae,
+                requested_sop_uid,
             )
         else:
             try:
@@ -620,16 +682,22 @@ class Receiver:
             except (OSError, SQLAlchemyError) as error:  # e.g. the database went away
                 outcome = self.store.refuse(
                     STATUS_OUT_OF_RESOURCES,
-                    f"instance {requested_sop_uid}: {type(error).__name__}",
+                    f"storage unavailable ({type(error).__name__})",
                     calling_ae,
+                    requested_sop_uid,
                 )
             except Exception as error:  # noqa: BLE001 - never let one instance stop the node
                 # Only the type: an exception's text may quote values from the dataset.
-                LOG.error("unexpected %s while storing %s", type(error).__name__, requested_sop_uid)
+                LOG.error(
+                    "unexpected %s while storing %s",
+                    type(error).__name__,
+                    requested_sop_uid or "(not a valid UID)",
+                )
                 outcome = self.store.refuse(
                     STATUS_UNEXPECTED_ERROR,
-                    f"instance {requested_sop_uid}: internal error ({type(error).__name__})",
+                    f"internal error ({type(error).__name__})",
                     calling_ae,
+                    requested_sop_uid,
                 )
         self._count(association, outcome)
         return outcome.as_dataset()

@@ -21,7 +21,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from node import claims, jobs
+from node import claims, jobs, log_redaction
 from node.config import Settings
 from node.db import check_postgresql_durability, init_db, make_session_factory
 from node.logformat import JsonLineFormatter
@@ -156,6 +156,10 @@ def configure_logging(level: int = logging.INFO, fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.captureWarnings(True)
+    # On the handlers, not the loggers: a logger's filter never sees its children's records
+    # (pynetdicom logs as pynetdicom.utils, pynetdicom.dimse, ...). It withholds the values a
+    # peer sent (node.log_redaction), Python warnings included.
+    log_redaction.install(logging.getLogger().handlers)
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     # APScheduler logs every run at INFO and a skipped overlapping run as a WARNING; both are

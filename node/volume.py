@@ -1,13 +1,14 @@
 """CT series -> one CT volume (SimpleITK image in HU): the entry point the rest of the node uses.
 
-`plan_folder` finds the stacks in a folder (node.dicom_stacks), works out each one's geometry
-(node.stack_geometry) and picks the one to score (node.selection), with a reason for every
-decision; `read_ct` assembles the chosen stack (node.assembly).
+`plan_folder` finds the stacks in a folder (`plan_files`: in a list of files; node.dicom_stacks),
+works out each one's geometry (node.stack_geometry) and picks the one to score
+(node.selection), with a reason for every decision; `read_ct` assembles the chosen stack
+(node.assembly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import SimpleITK as sitk
 
 from node.assembly import assemble
 from node.config import AssemblySettings
-from node.dicom_stacks import Stack, StackScan, find_stacks
+from node.dicom_stacks import Stack, StackScan, find_stacks, stacks_of_files
 from node.selection import Candidate, SelectionPlan, select_for_calcium
 from node.stack_geometry import AssemblyError, StackGeometry, plan_geometry
 
-__all__ = ["AssemblyError", "StackPlan", "VolumePlan", "plan_folder", "read_ct"]
+__all__ = ["AssemblyError", "StackPlan", "VolumePlan", "plan_files", "plan_folder", "read_ct"]
 
 
 @dataclass
@@ -47,7 +48,24 @@ def plan_folder(
     """Stacks, their geometry, exclusions and the choice of `select` (by default the
     calcium-scoring choice; node.selection.select_for_organs for organs) for a DICOM folder."""
     settings = settings or AssemblySettings()
-    scan = find_stacks(path, allow_reformats=settings.allow_reformats)
+    return _plan(find_stacks(path, allow_reformats=settings.allow_reformats), settings, select)
+
+
+def plan_files(
+    paths: Sequence[Path],
+    settings: AssemblySettings | None = None,
+    select: Callable[[list[Candidate]], SelectionPlan] = select_for_calcium,
+) -> VolumePlan:
+    """plan_folder for exactly the given files (a series' instances as recorded at receive)."""
+    settings = settings or AssemblySettings()
+    return _plan(stacks_of_files(paths, allow_reformats=settings.allow_reformats), settings, select)
+
+
+def _plan(
+    scan: StackScan,
+    settings: AssemblySettings,
+    select: Callable[[list[Candidate]], SelectionPlan],
+) -> VolumePlan:
     plans, candidates = [], []
     for stack in scan.stacks:
         try:

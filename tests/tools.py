@@ -30,7 +30,9 @@ def require_real_data(*parts: str) -> Path:
 def dciodvfy_errors(path: Path) -> list[str]:
     """Error lines dciodvfy reports for one DICOM file (warnings are not errors)."""
     tool = require_tool("dciodvfy", "dicom3tools")
-    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [tool, str(path)], capture_output=True, text=True, errors="replace", check=False
+    )
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
 
 

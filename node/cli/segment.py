@@ -91,7 +91,8 @@ def read_input(
             raise SegmentError(f"{path}: not a readable image ({error})") from error
     files = sorted(p for p in path.rglob("*") if p.is_file())
     try:
-        source, ct, _notes = read_source(SeriesFiles("", path, files), settings, purpose="organs")
+        folder = SeriesFiles("", path, files, all_required=False)
+        source, ct, _notes = read_source(folder, settings, purpose="organs")
     except BadSeriesError as error:
         raise SegmentError(f"{path}: {error}") from error
     return ct, source

@@ -35,11 +35,16 @@ class BadSeriesError(ValueError):
 
 @dataclass(frozen=True)
 class SeriesFiles:
-    """What the worker hands a pipeline: the series' spool folder and its instance files."""
+    """What the worker hands a pipeline: the series' spool folder and its instance files (the
+    database's list, recorded at receive; whatever else lies in the folder is not read)."""
 
     series_uid: str
     folder: Path
     paths: Sequence[Path]
+    # True for the worker: each path is an instance acknowledged to its sender, so one that
+    # cannot be used fails the series. False for a folder a person points the CLI at, where
+    # files that are no images (a README, a DICOMDIR) are left out.
+    all_required: bool = True
 
 
 class ScorerCache:
@@ -68,11 +73,17 @@ def read_source(
 ) -> tuple[list[pydicom.Dataset], sitk.Image, str]:
     """The instances of the stack chosen for `purpose` ("calcium" or "organs": its selection
     rule and its [section] min_slices), the CT volume assembled from them (node.volume's
-    planning and assembly), and a line for the job log."""
+    planning and assembly), and a line for the job log.
+
+    Only `files.paths` are read (for a job: the database's list). With `all_required`, one
+    that cannot be read as an image (gone, corrupt, pixel data that contradicts its header)
+    fails the series with the reason: it was acknowledged to the sender, so leaving it out
+    would hide a loss and could show up later as a misleading gap between slices."""
     from node.assembly import assemble
+    from node.character_sets import CharacterSetError, check_character_set
     from node.selection import select_for_calcium, select_for_organs
     from node.stack_geometry import AssemblyError
-    from node.volume import plan_folder
+    from node.volume import plan_files
 
     min_slices = getattr(settings, purpose).min_slices
     select = select_for_organs if purpose == "organs" else select_for_calcium
@@ -80,7 +91,14 @@ def read_source(
         raise BadSeriesError(
             f"{len(files.paths)} instances, fewer than [{purpose}] min_slices={min_slices}"
         )
-    plan = plan_folder(files.folder, settings.assembly, select)
+    plan = plan_files(files.paths, settings.assembly, select)
+    if plan.scan.unreadable and files.all_required:
+        first = plan.scan.unreadable[0]
+        more = len(plan.scan.unreadable) - 1
+        raise BadSeriesError(
+            f"instance file {first.path.name} cannot be used: {first.reason}"
+            + (f" (and {more} more file(s))" if more else "")
+        )
     chosen = plan.selection.chosen
     if chosen is None:
         reasons = "; ".join(f"{label}: {why}" for label, why in plan.selection.reasons.items())
@@ -98,11 +116,16 @@ def read_source(
     source = []
     for path in sorted({frame.path for frame in chosen.frames}):
         try:
-            source.append(pydicom.dcmread(path))
+            dataset = pydicom.dcmread(path)
         except Exception as error:  # noqa: BLE001 - whatever a corrupt file makes pydicom raise
             raise BadSeriesError(
                 f"instance file {path.name} cannot be read ({type(error).__name__})"
             ) from error
+        try:
+            check_character_set(dataset)
+        except CharacterSetError as error:
+            raise BadSeriesError(f"instance file {path.name}: {error}") from error
+        source.append(dataset)
     left_out = len(files.paths) - len(source)
     notes = [f"stack {chosen.label}"]
     if left_out:

@@ -142,6 +142,7 @@ def build_overlay_capture(
         # Radiological view: rows run to the patient's left, columns to the back.
         patient_orientation=("L", "P"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
+        specific_character_set=None,  # set by copy_patient_and_study
     )
     copy_patient_and_study(capture, shown)
     # ctnode scores chest CT; a body part also settles General Series' condition on Laterality.

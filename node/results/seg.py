@@ -100,6 +100,7 @@ def build_feedback_seg(
         )[:64],
         series_description=SERIES_DESCRIPTION,
         omit_empty_frames=True,
+        specific_character_set=None,  # set by copy_patient_and_study
     )
     copy_patient_and_study(segmentation, instances[0])
     return segmentation

@@ -16,6 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from node.character_sets import CharacterSetError, check_character_set, set_result_character_set
+
 POSITION_TOLERANCE_VOXELS = 0.01  # DS strings and float32 geometry agree far better than this
 ORIENTATION_TOLERANCE = 1e-4
 
@@ -56,15 +58,23 @@ def check_series(source: Sequence[Dataset]) -> list[Dataset]:
     uids = [str(ds.SOPInstanceUID) for ds in instances]
     if len(set(uids)) != len(uids):
         raise SourceSeriesError("source instances repeat a SOP Instance UID")
+    for ds in instances:
+        try:
+            check_character_set(ds)
+        except CharacterSetError as error:
+            raise SourceSeriesError(f"instance {ds.SOPInstanceUID}: {error}") from error
     return instances
 
 
 def copy_patient_and_study(target: Dataset, source: Dataset) -> None:
     """Copy the patient and study attributes of `source` that `target` lacks (see
-    PATIENT_AND_STUDY_KEYWORDS)."""
+    PATIENT_AND_STUDY_KEYWORDS), then give `target` a Specific Character Set that encodes
+    all of its text (node.character_sets: the source's where it can). The builders ask
+    highdicom to write none, as its check rejects valid sets."""
     for keyword in PATIENT_AND_STUDY_KEYWORDS:
         if keyword in source and keyword not in target:
             target[keyword] = copy.deepcopy(source[keyword])
+    set_result_character_set(target, source)
 
 
 def slice_indices(source: Sequence[Dataset], ct: sitk.Image) -> list[int]:

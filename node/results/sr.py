@@ -107,6 +107,7 @@ def build_calcium_sr(
         is_final=False,  # the radiologist's report is the definitive one
         is_verified=False,
         coding_schemes=[rc.local_coding_scheme()],
+        specific_character_set=None,  # set by copy_patient_and_study
     )
     copy_patient_and_study(document, instances[0])
     return document
