@@ -138,9 +138,12 @@ def print_demo(run) -> None:
     report = run.report
     per_artery_truth = truth["agatston_per_artery"]
     if report is not None:
-        scores.add_row(
-            "Agatston total", f"{report.agatston_total:.1f}", f"{truth['agatston_total']:.1f}"
-        )
+        if report.agatston_total is None:
+            node_total = f"not scorable: {report.not_scorable}"
+        else:
+            valid = "" if report.values_valid else " (not valid)"
+            node_total = f"{report.agatston_total:.1f}{valid}"
+        scores.add_row("Agatston total", node_total, f"{truth['agatston_total']:.1f}")
         for artery in ("LAD", "LCX", "RCA"):
             value = report.agatston_per_artery.get(artery)
             scores.add_row(
@@ -148,10 +151,12 @@ def print_demo(run) -> None:
             )
         scores.add_row(
             "risk category",
-            f"{report.category} ({names[report.category]})",
+            "indeterminate"
+            if report.category is None
+            else f"{report.category} ({names[report.category]})",
             f"{truth['category']} ({names[truth['category']]})",
         )
-        scores.add_row("CAC-DRS", report.cacdrs, truth["cacdrs"])
+        scores.add_row("CAC-DRS", report.cacdrs or "indeterminate", truth["cacdrs"])
         scores.add_row("flags", ", ".join(report.flags) or "none", "")
         scores.add_row("model", f"{report.algorithm_name} {report.algorithm_version}", "")
     else:
@@ -221,11 +226,28 @@ def score(
         print(json.dumps(report, indent=1))
         return
     table = Table(title=f"Coronary calcium: {path}", show_header=False)
-    table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
-    table.add_row(
-        "per artery", ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
-    )
-    table.add_row("risk category", f"{report['category_name']} (CAC-DRS {report['cacdrs']})")
+    per_artery = ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
+    if not result.scored:
+        table.add_row("Agatston total", "not scorable: contrast-enhanced (no score)")
+    elif result.indeterminate:
+        untrusted = ", ".join(result.untrusted_flags)
+        table.add_row("Agatston total", f"{report['agatston_total']:.1f} NOT VALID ({untrusted})")
+        table.add_row("per artery", f"{per_artery} (not valid)")
+    else:
+        table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
+        table.add_row("per artery", per_artery)
+    cacdrs = report["cacdrs"] or "indeterminate"
+    table.add_row("risk category", f"{report['category_name']} (CAC-DRS {cacdrs})")
+    contrast = report["contrast"] or {}
+    if contrast:
+        blood = contrast["blood_pool_hu"]
+        measured = "not measurable" if blood is None else f"{blood:.0f} HU"
+        evidence = "; ".join(contrast["evidence"]) or "none"
+        table.add_row(
+            "contrast",
+            f"{'enhanced' if contrast['enhanced'] else 'not enhanced'}: blood pool {measured} "
+            f"(enhanced above {contrast['threshold_hu']:g} HU); evidence: {evidence}",
+        )
     table.add_row("flags", ", ".join(report["flags"]) or "none")
     table.add_row("model", f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")
     console.print(table)
