@@ -22,7 +22,9 @@ __all__ = ["AssembledStack", "AssemblyError", "assemble"]
 
 @dataclass
 class AssembledStack:
-    image: sitk.Image  # int16 HU, LPS geometry; metadata "0018|0050" = slice thickness
+    # int16 HU, LPS geometry; metadata "0018|0050" = slice thickness and, where the header
+    # has them, "0018|0010" / "0018|1040" = Contrast/Bolus Agent / Route (the contrast gate)
+    image: sitk.Image
     geometry: StackGeometry
     notes: list[str] = field(default_factory=list)
 
@@ -46,6 +48,12 @@ def assemble(stack: Stack, missing_slices: str = "refuse") -> AssembledStack:
     image.SetDirection(geometry.direction)
     if stack.thickness is not None:
         image.SetMetaData("0018|0050", f"{stack.thickness:g}")
+    for key, value in (
+        ("0018|0010", stack.first.contrast_agent),
+        ("0018|1040", stack.first.contrast_route),
+    ):
+        if value:
+            image.SetMetaData(key, value)
     return AssembledStack(image, geometry, list(geometry.notes))
 
 

@@ -80,7 +80,8 @@ class FrameHeader:
     slope: float
     intercept: float
     pixels: PixelLayout | None  # None: the file holds no pixel data
-    contrast_agent: str
+    contrast_agent: str  # Contrast/Bolus Agent (0018,0010), "" when absent
+    contrast_route: str  # Contrast/Bolus Route (0018,1040), "" when absent
     body_part: str
     patient_position: str
     gantry_tilt: float | None
@@ -413,6 +414,7 @@ def _record(
         intercept=geometry.intercept,
         pixels=layout,
         contrast_agent=_text(_value(ds, "ContrastBolusAgent")),
+        contrast_route=_text(_value(ds, "ContrastBolusRoute")),
         body_part=_text(_value(ds, "BodyPartExamined")).upper(),
         patient_position=_text(_value(ds, "PatientPosition")).upper(),
         gantry_tilt=_number(_value(ds, "GantryDetectorTilt")),

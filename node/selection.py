@@ -4,17 +4,20 @@ Rules, in order (a stack failing a rule is not chosen, with that rule as its rea
 
 1. axial: the slice normal within 45 degrees of the body axis (a tilted gantry is axial);
 2. covers the heart: not a head/neck/extremity body part, and at least 100 mm along z;
-3. non-contrast: no Contrast/Bolus Agent (0018,0010) named (Agatston thresholds assume
-   unenhanced blood; iodine in the coronaries counts as calcium);
-4. at least 10 slices (a handful of slices is a test or a localizer-like series).
+3. at least 10 slices (a handful of slices is a test or a localizer-like series).
 
 Among the stacks that pass, the best is the first by:
 
-a. kernel: soft-tissue (Siemens B/Br/I/Q below 50, GE STANDARD/SOFT, Philips A-C, Canon/Toshiba
+a. non-contrast before contrast-enhanced (Contrast/Bolus Agent (0018,0010) or Route
+   (0018,1040) naming one): Agatston thresholds assume unenhanced blood, iodine in the
+   coronaries counts as calcium. A contrast-enhanced stack is still chosen when it is the only
+   one: the scorer's contrast gate (models/calcium/contrast.py) then withholds the score and the
+   job reports "not scorable: contrast-enhanced" instead of failing;
+b. kernel: soft-tissue (Siemens B/Br/I/Q below 50, GE STANDARD/SOFT, Philips A-C, Canon/Toshiba
    FC below 50) before unknown before sharp or lung kernels (their noise and edge overshoot
    push voxels over 130 HU: false calcium);
-b. slice thickness nearest the 2.5-3.0 mm of the calcium-scoring protocol (0 inside it);
-c. more z coverage, then lower series number (stable order).
+c. slice thickness nearest the 2.5-3.0 mm of the calcium-scoring protocol (0 inside it);
+d. more z coverage, then lower series number (stable order).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from models.calcium.contrast import header_names_contrast
 from node.dicom_stacks import Stack
 
 AXIAL = "axial"
@@ -88,16 +92,23 @@ def rejection(candidate: Candidate) -> str | None:
         return (
             f"does not cover the heart ({candidate.coverage_mm:.0f} mm < {MIN_COVERAGE_MM:.0f} mm)"
         )
-    if first.contrast_agent:
-        return "contrast-enhanced (Contrast/Bolus Agent given): calcium scoring needs non-contrast"
     if candidate.n_slices < MIN_SLICES:
         return f"only {candidate.n_slices} slices"
     return None
 
 
+def is_contrast_enhanced(stack: Stack) -> bool:
+    """Whether the stack's header names a contrast agent or route."""
+    first = stack.first
+    return header_names_contrast(first.contrast_agent) or header_names_contrast(
+        first.contrast_route
+    )
+
+
 def _rank(candidate: Candidate) -> tuple:
     order = {SOFT: 0, UNKNOWN: 1, SHARP: 2}[kernel_class(candidate.stack.first.kernel)]
     return (
+        is_contrast_enhanced(candidate.stack),
         order,
         thickness_distance(candidate.stack.thickness),
         -candidate.coverage_mm,
@@ -133,12 +144,20 @@ def _describe(candidate: Candidate) -> str:
     kernel = stack.first.kernel or "no kernel"
     return (
         f"{kernel_class(stack.first.kernel)} kernel ({kernel}), {thickness}, "
-        f"{candidate.coverage_mm:.0f} mm axial coverage, non-contrast"
+        f"{candidate.coverage_mm:.0f} mm axial coverage, "
+        + (
+            "contrast-enhanced (header): the score will be withheld"
+            if is_contrast_enhanced(stack)
+            else "non-contrast"
+        )
     )
 
 
 def _versus(other: Candidate, best: Candidate) -> str:
     mine, theirs = _rank(other), _rank(best)
+    if mine[0] != theirs[0]:
+        return f"contrast-enhanced (header); {best.stack.label} is not"
+    mine, theirs = mine[1:], theirs[1:]
     if mine[0] != theirs[0]:
         return (
             f"{kernel_class(other.stack.first.kernel)} kernel ({other.stack.first.kernel}); "

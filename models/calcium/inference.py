@@ -17,6 +17,8 @@
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
 scan correlates poorly with the atlas, or the transform is at its limits), and
 `heart_outside_field_of_view` (the box around the located heart is mostly outside the scan).
+A contrast-enhanced series (contrast.py: header or blood pool around the located heart) is not
+scored: the result has the flag `contrast_enhanced` and no score.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from models.agatston import cac_drs, risk_category
 from models.calcium import networks as nets
+from models.calcium.contrast import assess_contrast
 from models.calcium.coronary_region import region_mask
 from models.calcium.heart_search import HeartSearch
 from models.calcium.preprocess import (
@@ -173,6 +176,12 @@ class CalciumScorer:
             flags.append("registration_failure")
         if _fraction_inside(ct, centre) < MIN_BOX_INSIDE:
             flags.append("heart_outside_field_of_view")
+        contrast = assess_contrast(ct, centre)
+        if contrast.enhanced:  # Agatston is not defined on contrast-enhanced CT: no score
+            return CalciumResult.not_scored(
+                flags, centre, transform, contrast.to_dict(), model=self.name,
+                seconds=time.perf_counter() - start, device=str(self.device),
+            )  # fmt: skip
 
         spacing = ct.GetSpacing()
         thickness = _slice_thickness(ct)
@@ -206,6 +215,7 @@ class CalciumScorer:
             device=str(self.device),
             model=self.name,
             outside_region_au=max(outside, 0.0),
+            contrast=contrast.to_dict(),
         )
 
 

@@ -2,23 +2,47 @@
 
 Kept apart from inference.py so that the node's result builders (SR, SEG, overlay) and any
 process that only receives can use the type without importing torch.
+
+Honest uncertainty: a result either has a risk category that may be shown, or it is
+*indeterminate*. It is indeterminate when it was not scored at all (a contrast-enhanced series:
+Agatston scoring is not defined there, models/calcium/contrast.py) or when a quality flag says
+the score cannot be trusted (UNTRUSTED_FLAGS: the heart was not found or not wholly in the
+scan). `category`/`cacdrs` hold what the measured total falls into (for evaluation and for the
+record); what the SR, the overlay, the job log and `ctnode score` show is `reported_category` /
+`reported_cacdrs`, None when indeterminate. The measured number of an untrusted result is kept,
+marked as not valid wherever it is shown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import SimpleITK as sitk
 
 from models.agatston import CATEGORY_NAMES
 
+CONTRAST_FLAG = "contrast_enhanced"
+# Flags under which the score cannot be trusted: the located heart is not the heart
+# (registration_failure), the heart is cut by the scan's edges (heart_outside_field_of_view
+# from the registration, heart_not_in_field_of_view from the organ segmentation's heart check,
+# node.pipelines.organs.HEART_FLAG), or the series is contrast-enhanced. `too_few_slices` is
+# not among them: a short scan that still holds the heart is scored as it is.
+UNTRUSTED_FLAGS = (
+    "registration_failure",
+    "heart_outside_field_of_view",
+    "heart_not_in_field_of_view",
+    CONTRAST_FLAG,
+)
+INDETERMINATE = "indeterminate"
+
 
 @dataclass
 class CalciumResult:
-    agatston_total: float
-    agatston_per_artery: dict[str, float]
-    category: int
-    cacdrs: str
+    agatston_total: float | None  # None: not scored (a contrast-enhanced series)
+    agatston_per_artery: dict[str, float]  # empty when not scored
+    category: int | None  # of the measured total, trusted or not; None when not scored
+    cacdrs: str | None  # likewise; show reported_category / reported_cacdrs
     flags: list[str]
     heart_centre_mm: list[float]
     transform: dict
@@ -28,15 +52,78 @@ class CalciumResult:
     model: str = ""
     # What the network put outside the coronary region and was not counted (Agatston units).
     outside_region_au: float = 0.0
+    # The contrast assessment (models.calcium.contrast.ContrastAssessment.to_dict()).
+    contrast: dict | None = None
+
+    @classmethod
+    def not_scored(
+        cls,
+        flags: Sequence[str],
+        heart_centre_mm: Sequence[float],
+        transform: dict,
+        contrast: dict,
+        **rest,
+    ) -> CalciumResult:
+        """The result of a contrast-enhanced series: located, assessed, never scored."""
+        return cls(
+            agatston_total=None,
+            agatston_per_artery={},
+            category=None,
+            cacdrs=None,
+            flags=[*flags, *([] if CONTRAST_FLAG in flags else [CONTRAST_FLAG])],
+            heart_centre_mm=[float(v) for v in heart_centre_mm],
+            transform=transform,
+            feedback={},
+            contrast=contrast,
+            **rest,
+        )
+
+    @property
+    def scored(self) -> bool:
+        return self.agatston_total is not None
+
+    @property
+    def untrusted_flags(self) -> list[str]:
+        return [flag for flag in self.flags if flag in UNTRUSTED_FLAGS]
+
+    @property
+    def indeterminate(self) -> bool:
+        """No risk category may be shown (not scored, or an untrusted flag)."""
+        return not self.scored or bool(self.untrusted_flags)
+
+    @property
+    def reported_category(self) -> int | None:
+        return None if self.indeterminate else self.category
+
+    @property
+    def reported_cacdrs(self) -> str | None:
+        return None if self.indeterminate else self.cacdrs
+
+    @property
+    def category_name(self) -> str:
+        """The reported category as shown: "0" ... ">400", or "indeterminate"."""
+        category = self.reported_category
+        return INDETERMINATE if category is None else CATEGORY_NAMES[category]
 
     def to_dict(self) -> dict:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 2)
+
         return {
-            "agatston_total": round(self.agatston_total, 2),
+            "scored": self.scored,
+            "agatston_total": rounded(self.agatston_total),
             "agatston_per_artery": {k: round(v, 2) for k, v in self.agatston_per_artery.items()},
-            "category": self.category,
-            "category_name": CATEGORY_NAMES[self.category],
-            "cacdrs": self.cacdrs,
+            # What may be shown: None and "indeterminate" when the score cannot be trusted.
+            "indeterminate": self.indeterminate,
+            "category": self.reported_category,
+            "category_name": self.category_name,
+            "cacdrs": self.reported_cacdrs,
+            # What the measured total falls into, trusted or not (None: not scored).
+            "measured_category": self.category,
+            "measured_cacdrs": self.cacdrs,
             "flags": list(self.flags),
+            "untrusted_flags": self.untrusted_flags,
+            "contrast": self.contrast,
             "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
             "registration": self.transform,
             "outside_region_au": round(self.outside_region_au, 2),

@@ -41,10 +41,21 @@ def main(argv: list[str] | None = None) -> int:
         "--protocol", type=parse_protocol, help="THICKNESS/INCREMENT in mm, e.g. 3/1.5"
     )
     parser.add_argument("--slices", type=int, help="fixed number of slices (default: 150-350 mm)")
+    parser.add_argument(
+        "--contrast",
+        type=float,
+        metavar="HU",
+        help="contrast-enhanced: blood pool at HU (e.g. 300); default unenhanced",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     args = parser.parse_args(argv)
 
-    options = CaseOptions(matrix=args.matrix, protocol=args.protocol, n_slices=args.slices)
+    options = CaseOptions(
+        matrix=args.matrix,
+        protocol=args.protocol,
+        n_slices=args.slices,
+        contrast_hu=args.contrast,
+    )
     jobs = [
         (p, args.out, options, args.dicom, args.rle)
         for p in case_plan(args.n, args.seed, args.start)

@@ -42,6 +42,10 @@ class CaseOptions:
     protocol: tuple[float, float] | None = None  # (thickness, increment) mm; None: sampled
     n_slices: int | None = None  # None: coverage sampled in 150-350 mm
     incidental: bool = True  # False: no incidental calcifications, as generator version 1
+    # Blood pool HU of a contrast-enhanced scan (heart chambers, aorta, great and pulmonary
+    # vessels, coronary lumen: everything painted as blood); None: unenhanced (the default,
+    # which leaves every case exactly as before). Enhanced chest CT: about 150-450 HU.
+    contrast_hu: float | None = None
 
 
 @dataclass
@@ -76,6 +80,10 @@ def generate_case(
     body_width = float(rng.uniform(260, 440))
     kvp = float(rng.choice(KVP_CHOICES))
     patient = sample_patient(rng, body_width, kvp)
+    if options.contrast_hu is not None:
+        # Set after sampling, so that the random stream (and every other part of the case)
+        # is what the unenhanced case of this seed draws.
+        patient.tissue["blood"] = float(options.contrast_hu)
     levels = sample_levels(patient, rng)
     heart_low, heart_high = patient.heart_bounds(margin=3.0)
     acq = sample_acquisition(

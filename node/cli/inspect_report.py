@@ -17,7 +17,7 @@ from rich.text import Text
 
 from node.assembly import assemble
 from node.config import AssemblySettings
-from node.selection import kernel_class
+from node.selection import is_contrast_enhanced, kernel_class
 from node.stack_geometry import AssemblyError
 from node.volume import StackPlan, VolumePlan
 
@@ -36,7 +36,7 @@ def _stack_dict(plan: StackPlan, reason: str) -> dict:
         "kernel_class": kernel_class(first.kernel),
         "thickness_mm": stack.thickness,
         "image_type": "\\".join(first.image_type),
-        "contrast": bool(first.contrast_agent),
+        "contrast": is_contrast_enhanced(stack),
         "split_by": list(stack.split_by),
         "decision": reason,
         "error": plan.error,

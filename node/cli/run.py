@@ -129,9 +129,12 @@ def print_demo(run) -> None:
     report = run.report
     per_artery_truth = truth["agatston_per_artery"]
     if report is not None:
-        scores.add_row(
-            "Agatston total", f"{report.agatston_total:.1f}", f"{truth['agatston_total']:.1f}"
-        )
+        if report.agatston_total is None:
+            node_total = f"not scorable: {report.not_scorable}"
+        else:
+            valid = "" if report.values_valid else " (not valid)"
+            node_total = f"{report.agatston_total:.1f}{valid}"
+        scores.add_row("Agatston total", plain(node_total), f"{truth['agatston_total']:.1f}")
         for artery in ("LAD", "LCX", "RCA"):
             value = report.agatston_per_artery.get(artery)
             scores.add_row(
@@ -139,10 +142,12 @@ def print_demo(run) -> None:
             )
         scores.add_row(
             "risk category",
-            f"{report.category} ({names[report.category]})",
+            "indeterminate"
+            if report.category is None
+            else f"{report.category} ({names[report.category]})",
             f"{truth['category']} ({names[truth['category']]})",
         )
-        scores.add_row("CAC-DRS", plain(report.cacdrs), plain(truth["cacdrs"]))
+        scores.add_row("CAC-DRS", plain(report.cacdrs or "indeterminate"), plain(truth["cacdrs"]))
         scores.add_row("flags", plain(", ".join(report.flags) or "none"), "")
         scores.add_row("model", plain(f"{report.algorithm_name} {report.algorithm_version}"), "")
     else:

@@ -61,11 +61,32 @@ def score(
         print(json.dumps(report, indent=1))
         return
     table = Table(title=plain(f"Coronary calcium: {path}"), show_header=False)
-    table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
-    table.add_row(
-        "per artery", ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
-    )
-    table.add_row("risk category", f"{report['category_name']} (CAC-DRS {report['cacdrs']})")
+    per_artery = ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
+    if not result.scored:
+        table.add_row("Agatston total", "not scorable: contrast-enhanced (no score)")
+    elif result.indeterminate:
+        untrusted = ", ".join(result.untrusted_flags)
+        table.add_row(
+            "Agatston total", plain(f"{report['agatston_total']:.1f} NOT VALID ({untrusted})")
+        )
+        table.add_row("per artery", f"{per_artery} (not valid)")
+    else:
+        table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
+        table.add_row("per artery", per_artery)
+    cacdrs = report["cacdrs"] or "indeterminate"
+    table.add_row("risk category", plain(f"{report['category_name']} (CAC-DRS {cacdrs})"))
+    contrast = report["contrast"] or {}
+    if contrast:
+        blood = contrast["blood_pool_hu"]
+        measured = "not measurable" if blood is None else f"{blood:.0f} HU"
+        evidence = "; ".join(contrast["evidence"]) or "none"
+        table.add_row(
+            "contrast",
+            plain(
+                f"{'enhanced' if contrast['enhanced'] else 'not enhanced'}: blood pool {measured} "
+                f"(enhanced above {contrast['threshold_hu']:g} HU); evidence: {evidence}"
+            ),
+        )
     table.add_row("flags", plain(", ".join(report["flags"]) or "none"))
     table.add_row(
         "model", plain(f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")

@@ -160,6 +160,26 @@ def heart_check(
     )
 
 
+def score_summary(result: CalciumResult) -> str:
+    """The score as the job log shows it: no risk category where the result is indeterminate,
+    and a measured number that cannot be trusted marked as not valid."""
+    flags = ", ".join(result.flags) or "none"
+    if not result.scored:
+        blood = (result.contrast or {}).get("blood_pool_hu")
+        measured = "" if blood is None else f", blood pool {blood:.0f} HU"
+        return f"not scorable: contrast-enhanced{measured}; category indeterminate; flags {flags}"
+    if result.indeterminate:
+        return (
+            f"Agatston {result.agatston_total:.1f} NOT VALID (measured; untrusted: "
+            f"{', '.join(result.untrusted_flags)}), category indeterminate, CAC-DRS "
+            f"indeterminate; flags {flags}"
+        )
+    return (
+        f"Agatston {result.agatston_total:.1f}, category {result.category_name}, CAC-DRS "
+        f"{result.cacdrs}, flags {flags}"
+    )
+
+
 def run(
     settings: Settings,
     job_id: int,
@@ -193,19 +213,18 @@ def run(
     result = scorer.score(ct)
     if settings.calcium.heart_check == "organs" and segmenters is not None:
         heart_check(source, ct, result, segmenters, report)
-    flags = ", ".join(result.flags) or "none"
     report(
         "score",
-        f"Agatston {result.agatston_total:.1f}, category {result.category}, CAC-DRS "
-        f"{result.cacdrs}, flags {flags}; {result.model} on {result.device} in "
-        f"{result.seconds:.1f} s" + (f" (model loaded in {loaded:.1f} s)" if loaded > 0.5 else ""),
+        f"{score_summary(result)}; {result.model} on {result.device} in {result.seconds:.1f} s"
+        + (f" (model loaded in {loaded:.1f} s)" if loaded > 0.5 else ""),
     )
 
     start = time.perf_counter()
     outbox = Path(settings.results.outbox_dir)
     try:
         objects = [("sr", build_calcium_sr(source, result))]
-        seg = build_feedback_seg(source, ct, result)
+        # A series that was not scored has no calcium to show.
+        seg = build_feedback_seg(source, ct, result) if result.scored else None
         if seg is not None:
             objects.append(("seg", seg))
         if settings.results.secondary_capture:
@@ -213,7 +232,12 @@ def run(
     except SourceSeriesError as error:
         raise BadSeriesError(str(error)) from error
     outputs = [write_result(outbox, job_id, kind, dataset) for kind, dataset in objects]
-    no_seg = "" if seg is not None else " (no SEG: no feedback region above the threshold)"
+    if seg is not None:
+        no_seg = ""
+    elif not result.scored:
+        no_seg = " (no SEG: not scored)"
+    else:
+        no_seg = " (no SEG: no feedback region above the threshold)"
     report(
         "results",
         f"{', '.join(kind for kind, _ in objects)} built and written in "

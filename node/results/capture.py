@@ -5,7 +5,10 @@ slice through the located heart centre when the score is 0), in a mediastinal wi
 (W400/L40), in radiological view (patient's right on the image's left, anterior up, true mm
 aspect), with the feedback regions filled and outlined in one colour per artery; on the right
 the total Agatston score, risk category, CAC-DRS, the per-artery scores, quality flags, the
-model and the statement that this is an automated result and not a diagnosis. Burned In
+model and the statement that this is an automated result and not a diagnosis. A result that
+cannot be trusted shows "indeterminate" for the score, category and CAC-DRS (the measured
+numbers marked NOT VALID); a contrast-enhanced series shows "NOT SCORABLE: CONTRAST-ENHANCED"
+and no number. Burned In
 Annotation is YES: the image carries text, so it must never be taken for a CT image.
 
 Rendering uses matplotlib's object API with the Agg canvas (no pyplot and its global state,
@@ -27,8 +30,8 @@ from matplotlib.figure import Figure
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from models.agatston import CATEGORY_NAMES, rounded_score
-from models.calcium.result import CalciumResult
+from models.agatston import rounded_score
+from models.calcium.result import INDETERMINATE, CalciumResult
 from models.labels import ARTERIES
 from node.results.equipment import (
     algorithm_identity,
@@ -58,9 +61,10 @@ class Overlay:
 
 def choose_slice(result: CalciumResult, ct: sitk.Image) -> int:
     """The slice with the most feedback; the slice through the heart centre (clamped to the
-    scan) when the reported score is 0 or the map is empty."""
+    scan) when the reported score is 0, the map is empty or the series was not scored."""
     per_slice = feedback_per_slice(result, ct)
-    if rounded_score(result.agatston_total) > 0 and per_slice.max(initial=0.0) > 0:
+    scored = result.scored and rounded_score(result.agatston_total) > 0
+    if scored and per_slice.max(initial=0.0) > 0:
         return int(np.argmax(per_slice))
     k = ct.TransformPhysicalPointToContinuousIndex([float(v) for v in result.heart_centre_mm])[2]
     return int(np.clip(round(k), 0, ct.GetSize()[2] - 1))
@@ -224,15 +228,30 @@ def _panel(figure: Figure, result: CalciumResult, k: int, ct: sitk.Image) -> Non
     y -= line / 2
     write(WARNING, colour=to_rgb("#ff5050"), size=14, weight="bold")
     y -= line / 2
-    write(f"Agatston score  {rounded_score(result.agatston_total):>6d}", size=18, weight="bold")
-    write(f"Risk category   {CATEGORY_NAMES[result.category]:>6}")
-    write(f"CAC-DRS         {result.cacdrs:>6}")
+    if not result.scored:
+        write("NOT SCORABLE:", colour=to_rgb("#ffb000"), size=18, weight="bold")
+        write("CONTRAST-ENHANCED", colour=to_rgb("#ffb000"), size=18, weight="bold")
+        write("Agatston scoring needs", size=13)
+        write("non-contrast CT: no score.", size=13)
+        y -= line / 2
+    elif result.indeterminate:
+        # The measured number stays visible for whoever checks the images, but never as the
+        # score: the score line says indeterminate, the numbers are marked not valid.
+        write("Agatston score  indeterminate", colour=to_rgb("#ffb000"), size=16, weight="bold")
+        write(f"(measured {rounded_score(result.agatston_total)}, NOT VALID)", size=13)
+    else:
+        write(f"Agatston score  {rounded_score(result.agatston_total):>6d}", size=18, weight="bold")
+    write(f"Risk category   {result.category_name:>6}")
+    cacdrs = result.reported_cacdrs or INDETERMINATE
+    write(f"CAC-DRS         {cacdrs:>6}")
     y -= line / 2
-    for artery in ARTERIES:
-        value = rounded_score(result.agatston_per_artery.get(artery, 0.0))
-        colour = tuple(c / 255 for c in SEGMENT_RGB[artery])
-        write(f"{ARTERY_LABELS[artery]:<10}      {value:>6d}", colour=colour)
-    y -= line / 2
+    if result.scored:
+        suffix = " (not valid)" if result.indeterminate else ""
+        for artery in ARTERIES:
+            value = rounded_score(result.agatston_per_artery.get(artery, 0.0))
+            colour = tuple(c / 255 for c in SEGMENT_RGB[artery])
+            write(f"{ARTERY_LABELS[artery]:<10}      {value:>6d}{suffix}", colour=colour)
+        y -= line / 2
     write("Quality flags:")
     for flag in result.flags or ["none"]:
         write(f"  {flag}", colour=to_rgb("#ffb000") if result.flags else "white", size=13)
@@ -240,5 +259,6 @@ def _panel(figure: Figure, result: CalciumResult, k: int, ct: sitk.Image) -> Non
     write(f"Model {name} {model_version}", size=12)
     write(f"Axial slice at z {z_mm:.1f} mm", size=12)
     write(f"Window W{WINDOW_WIDTH_HU:g} / L{WINDOW_LEVEL_HU:g}", size=12)
-    write("Coloured: voxels carrying the score", size=12)
+    if result.scored:
+        write("Coloured: voxels carrying the score", size=12)
     write("Not verified by a physician.", size=12)

@@ -65,6 +65,24 @@ CACDRS_VALUES: dict[str, CodedConcept] = {
 }
 
 
+# --- honest uncertainty (models/calcium/result.py: indeterminate results) ---
+# The risk category and CAC-DRS of a result that cannot be trusted: SNOMED CT's qualifier
+# value "Indeterminate" (pydicom codes.SCT.Indeterminate) as the CODE item's value.
+INDETERMINATE = CodedConcept("82334004", "SCT", "Indeterminate")
+# The measured score of an untrusted (but scored) result keeps its number, qualified by DICOM
+# CID 42 "Numeric Value Qualifier": "Value indeterminate" (Numeric Value Qualifier Code
+# Sequence, which PS3.3 C.18.1 allows to qualify a present value).
+VALUE_INDETERMINATE = CodedConcept("114011", "DCM", "Value indeterminate")
+# Why a series was not scored. No standard concept says "not scorable" (DCM 122086 "Contrast
+# administered" is a procedure-log event of TID 3100, not a finding about an image), so the
+# statement is coded in the local scheme: NOTSCORABLE = CONTRAST reads "Not scorable:
+# contrast-enhanced".
+NOT_SCORABLE = CodedConcept("NOTSCORABLE", LOCAL_SCHEME, "Not scorable")
+NOT_SCORABLE_REASONS: dict[str, CodedConcept] = {
+    "contrast_enhanced": CodedConcept("CONTRAST", LOCAL_SCHEME, "Contrast-enhanced"),
+}
+
+
 def local_coding_scheme() -> CodingSchemeIdentificationItem:
     """The Coding Scheme Identification item that declares `99CTNODE` in an instance."""
     return CodingSchemeIdentificationItem(

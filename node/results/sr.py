@@ -14,7 +14,19 @@ Content tree (DESIGN.md, "Contracts", SR):
           CODE risk category (five classes) and CAC-DRS        local scheme 99CTNODE
       Qualitative Evaluations (C0034375, UMLS)                 TID 1500 row "Qualitative ..."
         TEXT Comment: automated result, not verified, not a diagnosis
+        TEXT Comment: why the result is indeterminate          when it is
         TEXT Quality Issue: one per quality flag (or a Comment that there is none)
+
+Indeterminate results (models/calcium/result.py) carry no risk category: the CODE items for the
+risk category and CAC-DRS have the value SCT 82334004 "Indeterminate".
+- Not scored (a contrast-enhanced series): no NUM items at all; the group states CODE
+  "Not scorable" (99CTNODE) = "Contrast-enhanced" (99CTNODE), and a Comment gives the evidence.
+- Scored but untrusted (registration_failure, heart_outside_field_of_view,
+  heart_not_in_field_of_view): the measured NUM items stay, for the record and for a reader
+  who checks the images, each qualified by DICOM CID 42 "Value indeterminate" (114011) in its
+  Numeric Value Qualifier Code Sequence, so that no receiving system takes them for a valid
+  score; the Comment says they are not valid and why. Dropping them would hide what the
+  algorithm measured; keeping them unqualified would look valid.
 
 The document is COMPLETE, UNVERIFIED and PRELIMINARY: no person has checked it and it is not
 the definitive report. Scores are stored to 0.01 Agatston units, volumes to 0.01 mm^3.
@@ -32,7 +44,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from models.calcium.result import CalciumResult
+from models.calcium.result import CONTRAST_FLAG, CalciumResult
 from models.labels import ARTERIES
 from node.results import codes as rc
 from node.results.equipment import (
@@ -56,16 +68,18 @@ VALUE_DECIMALS = 2
 class CalciumReport:
     """What a ctnode calcium SR says, as read back from the dataset."""
 
-    agatston_total: float
+    agatston_total: float | None  # None: not scored
     agatston_per_artery: dict[str, float]
-    category: int
-    cacdrs: str
+    category: int | None  # None: indeterminate
+    cacdrs: str | None  # None: indeterminate
     flags: list[str]
     algorithm_name: str
     algorithm_version: str
     volume_mm3: float | None = None
     volume_per_artery_mm3: dict[str, float] = field(default_factory=dict)
     referenced_sop_instance_uids: list[str] = field(default_factory=list)
+    not_scorable: str | None = None  # why no score was given ("Contrast-enhanced")
+    values_valid: bool = True  # False: the NUM items are qualified "Value indeterminate"
 
 
 def build_calcium_sr(
@@ -160,21 +174,27 @@ def _image_library(instances: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
     return library
 
 
-def _score(value: float, site: hd.sr.CodedConcept) -> hd.sr.Measurement:
+def _score(
+    value: float, site: hd.sr.CodedConcept, qualifier: hd.sr.CodedConcept | None = None
+) -> hd.sr.Measurement:
     return hd.sr.Measurement(
         name=rc.CALCIUM_SCORE,
         value=round(float(value), VALUE_DECIMALS),
         unit=rc.AGATSTON_UNIT,
+        qualifier=qualifier,
         method=rc.AGATSTON_METHOD,
         finding_sites=[hd.sr.FindingSite(site)],
     )
 
 
-def _volume(value: float, site: hd.sr.CodedConcept) -> hd.sr.Measurement:
+def _volume(
+    value: float, site: hd.sr.CodedConcept, qualifier: hd.sr.CodedConcept | None = None
+) -> hd.sr.Measurement:
     return hd.sr.Measurement(
         name=rc.CALCIUM_VOLUME,
         value=round(float(value), VALUE_DECIMALS),
         unit=rc.CUBIC_MILLIMETER,
+        qualifier=qualifier,
         finding_sites=[hd.sr.FindingSite(site)],
     )
 
@@ -186,19 +206,21 @@ def _measurement_group(
     volume_mm3: float | None,
     volume_per_artery_mm3: Mapping[str, float] | None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    missing = [a for a in ARTERIES if a not in result.agatston_per_artery]
-    if missing:
-        raise ValueError(f"result lacks per-artery scores for {missing}")
-    measurements = [_score(result.agatston_total, rc.CORONARY_ARTERY)]
-    measurements += [_score(result.agatston_per_artery[a], rc.ARTERY_SITES[a]) for a in ARTERIES]
-    if volume_mm3 is not None:
-        measurements.append(_volume(volume_mm3, rc.CORONARY_ARTERY))
-    for artery, value in (volume_per_artery_mm3 or {}).items():
-        measurements.append(_volume(value, rc.ARTERY_SITES[artery]))
-    evaluations = [
-        hd.sr.QualitativeEvaluation(rc.RISK_CATEGORY, rc.RISK_CATEGORY_VALUES[result.category]),
-        hd.sr.QualitativeEvaluation(rc.CACDRS_CATEGORY, rc.CACDRS_VALUES[result.cacdrs]),
-    ]
+    measurements = []
+    if result.scored:  # a series that was not scored has no measurement to report
+        missing = [a for a in ARTERIES if a not in result.agatston_per_artery]
+        if missing:
+            raise ValueError(f"result lacks per-artery scores for {missing}")
+        # An untrusted result's numbers stay, qualified as not valid (module docstring).
+        q = rc.VALUE_INDETERMINATE if result.indeterminate else None
+        measurements = [_score(result.agatston_total, rc.CORONARY_ARTERY, q)]
+        measurements += [
+            _score(result.agatston_per_artery[a], rc.ARTERY_SITES[a], q) for a in ARTERIES
+        ]
+        if volume_mm3 is not None:
+            measurements.append(_volume(volume_mm3, rc.CORONARY_ARTERY, q))
+        for artery, value in (volume_per_artery_mm3 or {}).items():
+            measurements.append(_volume(value, rc.ARTERY_SITES[artery], q))
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=hd.UID(), identifier="Coronary artery calcium"
@@ -210,9 +232,47 @@ def _measurement_group(
             family=rc.ALGORITHM_FAMILY_AI,
             manufacturer=MANUFACTURER,
         ),
-        measurements=measurements,
-        qualitative_evaluations=evaluations,
+        measurements=measurements or None,
+        qualitative_evaluations=_category_evaluations(result),
     )
+
+
+def _category_evaluations(result: CalciumResult) -> list[hd.sr.QualitativeEvaluation]:
+    """Risk category and CAC-DRS, "Indeterminate" when the result cannot be trusted; before
+    them, for a series that was not scored, the coded reason ("Not scorable: contrast-enhanced")."""
+    evaluations = []
+    if not result.scored:
+        reason = rc.NOT_SCORABLE_REASONS[CONTRAST_FLAG]
+        evaluations.append(hd.sr.QualitativeEvaluation(rc.NOT_SCORABLE, reason))
+    category, cacdrs = result.reported_category, result.reported_cacdrs
+    evaluations += [
+        hd.sr.QualitativeEvaluation(
+            rc.RISK_CATEGORY,
+            rc.INDETERMINATE if category is None else rc.RISK_CATEGORY_VALUES[category],
+        ),
+        hd.sr.QualitativeEvaluation(
+            rc.CACDRS_CATEGORY, rc.INDETERMINATE if cacdrs is None else rc.CACDRS_VALUES[cacdrs]
+        ),
+    ]
+    return evaluations
+
+
+def indeterminate_statement(result: CalciumResult) -> str | None:
+    """Why a result carries no risk category, in words (None when it has one)."""
+    if not result.scored:
+        contrast = result.contrast or {}
+        evidence = "; ".join(contrast.get("evidence", [])) or "contrast_enhanced"
+        return (
+            f"Not scorable: contrast-enhanced ({evidence}). Agatston scoring is defined on "
+            "non-contrast CT only; no score is given."
+        )
+    if result.indeterminate:
+        return (
+            f"Risk category indeterminate: the quality flag(s) {', '.join(result.untrusted_flags)} "
+            "say the score cannot be trusted. The measured values are qualified as 'Value "
+            "indeterminate' and are not a valid score."
+        )
+    return None
 
 
 def _statements(
@@ -222,6 +282,9 @@ def _statements(
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     algorithm = f"{algorithm_name} {algorithm_version}"
     items = [hd.sr.TextContentItem(rc.COMMENT, DISCLAIMER.format(algorithm=algorithm), contains)]
+    why = indeterminate_statement(result)
+    if why is not None:
+        items.append(hd.sr.TextContentItem(rc.COMMENT, why, contains))
     items += [hd.sr.TextContentItem(rc.QUALITY_ISSUE, flag, contains) for flag in result.flags]
     if not result.flags:
         items.append(hd.sr.TextContentItem(rc.COMMENT, NO_QUALITY_ISSUES, contains))
@@ -244,12 +307,17 @@ def read_calcium_sr(ds: Dataset) -> CalciumReport:
     volume = None
     volume_per_artery: dict[str, float] = {}
     category = cacdrs = None
+    has_category = has_cacdrs = False
+    not_scorable = None
+    values_valid = True
     flags: list[str] = []
     algorithm_name = algorithm_version = ""
     for item in _walk(ds.get("ContentSequence", [])):
         concept = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
         if concept is None:
             continue
+        if item.ValueType == "NUM" and _qualified_indeterminate(item):
+            values_valid = False
         if item.ValueType == "NUM" and rc.same_code(concept, rc.CALCIUM_SCORE):
             _check_unit(item, rc.AGATSTON_UNIT)
             site = _site(item)
@@ -265,16 +333,22 @@ def read_calcium_sr(ds: Dataset) -> CalciumReport:
             else:
                 volume_per_artery[site] = _num(item)
         elif item.ValueType == "CODE" and rc.same_code(concept, rc.RISK_CATEGORY):
-            category = int(str(item.ConceptCodeSequence[0].CodeValue).removeprefix("CAT"))
+            has_category, value = True, item.ConceptCodeSequence[0]
+            if not rc.same_code(value, rc.INDETERMINATE):
+                category = int(str(value.CodeValue).removeprefix("CAT"))
         elif item.ValueType == "CODE" and rc.same_code(concept, rc.CACDRS_CATEGORY):
-            cacdrs = str(item.ConceptCodeSequence[0].CodeValue)
+            has_cacdrs, value = True, item.ConceptCodeSequence[0]
+            if not rc.same_code(value, rc.INDETERMINATE):
+                cacdrs = str(value.CodeValue)
+        elif item.ValueType == "CODE" and rc.same_code(concept, rc.NOT_SCORABLE):
+            not_scorable = str(item.ConceptCodeSequence[0].CodeMeaning)
         elif item.ValueType == "TEXT" and rc.same_code(concept, rc.QUALITY_ISSUE):
             flags.append(str(item.TextValue))
         elif item.ValueType == "TEXT" and rc.same_code(concept, codes.DCM.AlgorithmName):
             algorithm_name = str(item.TextValue)
         elif item.ValueType == "TEXT" and rc.same_code(concept, codes.DCM.AlgorithmVersion):
             algorithm_version = str(item.TextValue)
-    if total is None or category is None or cacdrs is None:
+    if (total is None and not_scorable is None) or not (has_category and has_cacdrs):
         raise ValueError("not a ctnode calcium SR: total score, category or CAC-DRS missing")
     referenced = [
         str(instance.ReferencedSOPInstanceUID)
@@ -293,6 +367,8 @@ def read_calcium_sr(ds: Dataset) -> CalciumReport:
         volume_mm3=volume,
         volume_per_artery_mm3=volume_per_artery,
         referenced_sop_instance_uids=referenced,
+        not_scorable=not_scorable,
+        values_valid=values_valid,
     )
 
 
@@ -300,6 +376,11 @@ def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
     for item in items:
         yield item
         yield from _walk(item.get("ContentSequence", []))
+
+
+def _qualified_indeterminate(item: Dataset) -> bool:
+    qualifiers = item.get("NumericValueQualifierCodeSequence", [])
+    return any(rc.same_code(q, rc.VALUE_INDETERMINATE) for q in qualifiers)
 
 
 def _num(item: Dataset) -> float:

@@ -134,6 +134,18 @@ def test_scoring_a_phantom_gives_a_complete_result(tiny_models: Path) -> None:
     # A two-slice volume is flagged rather than scored silently.
     thin = ct[:, :, 40:42]
     assert "too_few_slices" in scorer.score(thin).flags
+    assert first.contrast["enhanced"] is False and first.contrast["blood_pool_hu"] < 100
+
+
+def test_the_contrast_gate_stops_a_contrast_phantom_before_the_score(tiny_models: Path) -> None:
+    """The same phantom with its blood pool at 300 HU: located, assessed, never scored."""
+    options = CaseOptions(protocol=(2.5, 2.5), n_slices=100, contrast_hu=300.0)
+    case = generate_case(77, 2, options)
+    result = CalciumScorer(tiny_models, device="cpu").score(case.grid.to_image(case.image))
+    assert not result.scored and result.agatston_total is None and result.feedback == {}
+    assert "contrast_enhanced" in result.flags and result.reported_category is None
+    assert result.contrast["blood_pool_hu"] > 200
+    assert result.to_dict()["category_name"] == "indeterminate"
 
 
 def test_ctnode_score_reads_dicom_and_nifti_alike(tiny_models: Path, tmp_path: Path) -> None:

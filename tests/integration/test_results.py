@@ -169,7 +169,10 @@ def test_sr(phantom: Phantom, tmp_path: Path) -> None:
     assert report.volume_per_artery_mm3 == {
         a: round(v, 2) for a, v in truth.volume_per_artery_mm3.items()
     }
-    assert (report.category, report.cacdrs) == (phantom.result.category, phantom.result.cacdrs)
+    assert (report.category, report.cacdrs) == (
+        phantom.result.reported_category,
+        phantom.result.reported_cacdrs,
+    )
     assert report.flags == phantom.result.flags
     assert (report.algorithm_name, report.algorithm_version) == ("ctnode-calcium", "test-1")
     source_uids = sorted(d.SOPInstanceUID for d in phantom.source)

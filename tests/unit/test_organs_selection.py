@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 
 from node.selection import select_for_calcium, select_for_organs
-from node.volume import plan_folder
+from node.volume import plan_folder, read_ct
 from tests.synthetic_dicom import hu_volume, write_series
 
 
@@ -20,14 +20,29 @@ def _contrast(paths: list[Path]) -> None:
         ds.save_as(path, enforce_file_format=True)
 
 
-def test_a_contrast_enhanced_series_is_segmented_but_not_scored(tmp_path: Path) -> None:
+def test_a_contrast_enhanced_series_is_chosen_for_the_gate_and_segmented(tmp_path: Path) -> None:
+    """The only stack is chosen (the scorer's contrast gate withholds its score, so the job
+    ends with "not scorable: contrast-enhanced" rather than failing), and the reason says so;
+    the volume carries the header evidence for the gate."""
     _contrast(write_series(tmp_path, hu_volume(48)))
     calcium = plan_folder(tmp_path).selection
-    assert calcium.chosen is None
-    assert "contrast" in " ".join(calcium.reasons.values())
+    assert calcium.chosen is not None
+    assert (
+        "contrast-enhanced (header): the score will be withheld"
+        in calcium.reasons[calcium.chosen.label]
+    )
+    assert read_ct(tmp_path).GetMetaData("0018|0010") == "IODINE"
     organs = plan_folder(tmp_path, select=select_for_organs).selection
-    assert organs.chosen is not None
-    assert "chosen for organs" in organs.reasons[organs.chosen.label]
+    assert organs.chosen is not None and organs.chosen.label == calcium.chosen.label
+
+
+def test_a_non_contrast_stack_is_preferred_to_a_contrast_one(tmp_path: Path) -> None:
+    _contrast(write_series(tmp_path / "enhanced", hu_volume(48), kernel="B30f"))
+    write_series(tmp_path / "plain", hu_volume(48, seed=1), kernel="B70f")
+    calcium = plan_folder(tmp_path).selection
+    assert calcium.chosen is not None and calcium.chosen.first.kernel == "B70f"
+    assert any("contrast-enhanced (header)" in why for why in calcium.reasons.values())
+    assert not read_ct(tmp_path / "plain").HasMetaDataKey("0018|0010")
 
 
 def test_organs_take_the_calcium_choice_when_there_is_one(tmp_path: Path) -> None:

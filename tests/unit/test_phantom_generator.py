@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -227,3 +228,27 @@ def test_slice_profile_matches_a_gaussian_filter_with_nearest_edges() -> None:
     sigma = 5.0 / 2.355 / 2.5
     expected = ndimage.gaussian_filter1d(volume, sigma, axis=0, mode="nearest", truncate=3)
     assert np.abs(slice_profile_blur(volume, acq) - expected).max() < 1e-5
+
+
+def test_contrast_option_raises_the_blood_pool_and_leaves_the_rest() -> None:
+    """CaseOptions.contrast_hu paints every blood structure at that HU (the contrast gate's
+    phantoms); the anatomy, the random stream and the other tissues stay as the plain case."""
+    options = CaseOptions(matrix=96, protocol=(2.5, 2.5), n_slices=60)
+    plain = generate_case(9, 0, options)
+    enhanced = generate_case(9, 0, dataclasses.replace(options, contrast_hu=350.0))
+
+    # The same anatomy; a calcification's label (40-59, given to its voxels >= 130 HU) also
+    # takes the enhanced lumen it touches, a few dozen voxels.
+    def calcified(labels):
+        return (labels >= 40) & (labels < 60)
+
+    anatomy = ~calcified(plain.labels) & ~calcified(enhanced.labels)
+    assert np.array_equal(plain.labels[anatomy], enhanced.labels[anatomy])
+    assert (calcified(enhanced.labels) != calcified(plain.labels)).sum() < 100
+    aorta = ndimage.binary_erosion(plain.labels == Label.AORTA, iterations=2)
+    assert aorta.sum() > 50
+    assert np.median(plain.image[aorta]) < 80
+    assert abs(np.median(enhanced.image[aorta]) - 350) < 30
+    liver = ndimage.binary_erosion(plain.labels == Label.LIVER, iterations=2)
+    assert abs(np.median(enhanced.image[liver]) - np.median(plain.image[liver])) < 3
+    assert enhanced.patient["tissue_hu"]["blood"] == 350.0

@@ -96,10 +96,15 @@ def evaluation_section(weights: Path) -> str:
         ),
         *[(f"ICC(A,1) {a}", v) for a, v in ev["per_artery_icc"].items()],
         ("flags raised on phantoms", ev.get("flag_counts", {})),
+        (
+            "indeterminate / not scored (counted apart)",
+            f"{s.get('n_indeterminate', 0)} / {s.get('n_not_scored', 0)}",
+        ),
         ("seconds per scan (median, this machine)", ev.get("seconds_median")),
     ]
     real = "\n".join(
-        f"| {r['series']} | {r['agatston_total']:.1f} | {r['category']} | {', '.join(r['flags']) or '-'} |"
+        f"| {r['series']} | {_total(r)} | {r.get('category_name', r['category'])} | "
+        f"{', '.join(r['flags']) or '-'} |"
         for r in ev.get("real", [])
     )
     return "\n\n".join(
@@ -115,6 +120,12 @@ def evaluation_section(weights: Path) -> str:
             f"Machine: {ev.get('machine', 'not recorded')}.",
         ]
     )
+
+
+def _total(row: dict) -> str:
+    """A real scan's total as the card shows it (None: not scored, contrast gate)."""
+    total = row["agatston_total"]
+    return "not scored" if total is None else f"{total:.1f}"
 
 
 def presence_section(score: dict) -> str:

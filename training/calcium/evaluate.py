@@ -8,7 +8,8 @@ Held-out phantoms are generated on the fly from a seed never used in training (t
 1001), balanced over the five categories, and scored by the whole pipeline (registration,
 crop, score network), exactly as `ctnode score` would. Reported: ICC(A,1) on the total and per
 artery, linearly weighted kappa over the five categories, category accuracy, mean absolute
-error, Bland-Altman; figures; and the scores of both reconstructions of the real scan, which has
+error, Bland-Altman (over the scored cases); how many results were indeterminate (an untrusted
+quality flag) and how many were not scored (contrast gate); figures; and the scores of both reconstructions of the real scan, which has
 no visible coronary calcium. Results go into calcium_evaluation.json beside the weights and
 into the score model's card.
 """
@@ -57,8 +58,9 @@ def _score_case(job: tuple[int, int, int]) -> dict:
         "seed": seed,
         "truth": case.truth.total,
         "truth_per_artery": case.truth.per_artery,
-        "predicted": result.agatston_total,
+        "predicted": result.agatston_total,  # None: not scored (contrast gate)
         "predicted_per_artery": result.agatston_per_artery,
+        "indeterminate": result.indeterminate,
         "flags": result.flags,
         "outside_region_au": result.outside_region_au,
         "seconds": result.seconds,
@@ -103,12 +105,19 @@ def main(argv: list[str] | None = None) -> int:
                 pool.map(_score_case, jobs), total=len(jobs), desc="held-out phantoms", unit="case"
             )
         )
-    truth = [r["truth"] for r in rows]
-    predicted = [r["predicted"] for r in rows]
+    # Agreement is measured on every scored case, as the measured numbers (an indeterminate
+    # result's number included, so that the figures stay comparable with earlier models);
+    # indeterminate results and the ones not scored at all are counted beside them.
+    scored = [r for r in rows if r["predicted"] is not None]
+    truth = [r["truth"] for r in scored]
+    predicted = [r["predicted"] for r in scored]
     summary = metrics.summary(truth, predicted)
+    summary["n_indeterminate"] = sum(r["indeterminate"] for r in rows)
+    summary["n_not_scored"] = len(rows) - len(scored)
     per_artery = {
         a: metrics.icc_absolute_agreement(
-            [r["truth_per_artery"][a] for r in rows], [r["predicted_per_artery"][a] for r in rows]
+            [r["truth_per_artery"][a] for r in scored],
+            [r["predicted_per_artery"][a] for r in scored],
         )
         for a in ARTERY_CHANNELS
     }
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.weights / EVALUATION).write_text(json.dumps(report, indent=1) + "\n")
     write_cards(args.weights)
-    shown = {k: summary[k] for k in ("n", "icc", "weighted_kappa", "category_accuracy", "mae")}
+    keys = ("n", "icc", "weighted_kappa", "category_accuracy", "mae", "n_indeterminate")
+    shown = {k: summary[k] for k in (*keys, "n_not_scored")}
     print(
         json.dumps(
             {
