@@ -82,7 +82,7 @@ def index_page(session: Session) -> str:
             td(job["series_uid"], "uid"),
             td(job["sender_ae"]),
             td(job["instances"], "num"),
-            td(_when(job["created_at"])),
+            td(_when(job["created_at"]), "when"),
             td(_seconds(job["seconds"]), "num"),
             td(job["error"] or ""),
         ]
@@ -96,8 +96,8 @@ def index_page(session: Session) -> str:
             td(row["modality"] or ""),
             td(row["instances"], "num"),
             td(row["sender_ae"]),
-            td(_when(row["first_received_at"])),
-            td(_when(row["last_received_at"])),
+            td(_when(row["first_received_at"]), "when"),
+            td(_when(row["last_received_at"]), "when"),
             state_td(row["state"]),
         ]
         for row in series
@@ -176,7 +176,7 @@ def job_page(session: Session, job_id: int) -> str | None:
             td(d["destination"]),
             state_td(d["state"]),
             td(d["attempts"], "num"),
-            td(_when(d["sent_at"] or d["next_attempt_at"])),
+            td(_when(d["sent_at"] or d["next_attempt_at"]), "when"),
             td(d["last_error"] or ""),
         ]
         for d in job["deliveries"]

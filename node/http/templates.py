@@ -18,7 +18,7 @@ table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td.uid { font-family: monospace; font-size: 0.9em; }
-td.num { text-align: right; }
+td.num { text-align: right; white-space: nowrap; } td.when { white-space: nowrap; }
 .state-done, .state-sent { color: #176f2c; } .state-failed { color: #b00020; }
 .state-queued, .state-pending { color: #8a6d00; }
 .state-running, .state-sending { color: #0b5ea8; }

@@ -87,6 +87,8 @@ def node(
     ).start()
     yield running
     assert running.stop() == 0, running.log_text()[-3000:]
+    # The health checks left no half-open association behind (see node/http/health.py).
+    assert "aborting the association" not in running.log_text()
 
 
 def http_port(node: NodeProcess) -> int:
@@ -260,7 +262,7 @@ def chromium_driver():
     binary = shutil.which("chromium") or require_tool("chromium", "chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600"):
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
 
@@ -298,7 +300,6 @@ def test_status_page_in_a_headless_browser(node: NodeProcess, run: dict, tmp_pat
             "return arguments[0].complete ? arguments[0].naturalWidth : 0", overlay
         )
         assert width > 100, "the overlay PNG did not load"
-        driver.execute_script("arguments[0].scrollIntoView()", driver.find_element(By.ID, "stages"))
         job_shot = tmp_path / "status-job.png"
         driver.save_screenshot(str(job_shot))
     finally:

@@ -98,6 +98,23 @@ def test_health_without_a_listener_is_503(server: StatusServer) -> None:
     assert "model" not in report["checks"]  # no worker in this process
 
 
+def test_the_listener_check_sees_a_listening_port_without_connecting() -> None:
+    import socket
+
+    from node.http.health import listener_check
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert listener_check(("127.0.0.1", port)).detail == f"listening on port {port}"
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # the check made no connection
+    assert listener_check(("127.0.0.1", port)).ok is False
+    assert listener_check(None).ok is False
+
+
 def at(seconds: float) -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
 
