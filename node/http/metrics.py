@@ -22,6 +22,7 @@ from this process, as they should.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections import defaultdict
@@ -53,6 +54,8 @@ from node.db import (
     SeriesState,
     utcnow,
 )
+
+LOG = logging.getLogger("ctnode.http")
 
 # The receiver's refusal statuses (node/receive.py), as the `reason` label says them.
 REFUSAL_REASONS = {
@@ -181,6 +184,16 @@ class NodeCollector(Collector):
         self.settings = settings
         self.sessions = sessions
         self.stage_durations = StageDurations()
+
+    def warm(self) -> None:
+        """Read the job log for the stage histogram now (at start, in the background), so the
+        first scrape of a node with a long history is as fast as the next ones (measured:
+        2.9 s for 20,000 jobs, then 0.15 s per scrape; docs/operations.md)."""
+        try:
+            with self.sessions() as session:
+                self.stage_durations.update(session)
+        except SQLAlchemyError as error:
+            LOG.warning("stage histogram not read at start (%s)", type(error).__name__)
 
     def collect(self) -> Iterable[Metric]:
         yield from self._spool_families()
@@ -322,11 +335,11 @@ def existing_parent(path: Path) -> Path:
     return path
 
 
-def make_registry(settings: Settings, sessions: sessionmaker[Session]) -> CollectorRegistry:
+def make_registry(collector: NodeCollector) -> CollectorRegistry:
     """A registry of its own (not prometheus_client's global one): the node's families plus
     the process's CPU, memory and Python version."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(settings, sessions))
+    registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

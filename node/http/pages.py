@@ -153,7 +153,12 @@ def job_page(session: Session, job_id: int) -> str | None:
         [td("attempts"), td(job["attempts"])],
     ]
     if job["superseded_by"]:
-        summary.append([td("superseded by"), link_td(f"/jobs/{job['superseded_by']}", "job")])
+        summary.append(
+            [
+                td("superseded by"),
+                link_td(f"/jobs/{job['superseded_by']}", f"#{job['superseded_by']}"),
+            ]
+        )
     stages = [
         [
             state_td(stage["state"]),

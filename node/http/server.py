@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import Settings
 from node.http.health import Health
-from node.http.metrics import make_registry
+from node.http.metrics import NodeCollector, make_registry
 from node.http.pages import index_page, job_page, overlay_png
 
 LOG = logging.getLogger("ctnode.http")
@@ -54,7 +54,8 @@ class StatusServer:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.registry = make_registry(settings, sessions)
+        self.collector = NodeCollector(settings, sessions)
+        self.registry = make_registry(self.collector)
         self.health = Health(settings, sessions, listener_address, model_loaded)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -75,6 +76,7 @@ class StatusServer:
             target=self._server.serve_forever, name="http", kwargs={"poll_interval": 0.5}
         )
         self._thread.start()
+        threading.Thread(target=self.collector.warm, name="metrics-warm", daemon=True).start()
         host, port = self.address
         LOG.info("status page, /metrics and /healthz on http://%s:%d/", host, port)
 
@@ -126,6 +128,9 @@ def _handler_class(node: StatusServer) -> type[BaseHTTPRequestHandler]:
             except SQLAlchemyError as error:
                 LOG.error("HTTP %s: database unavailable (%s)", url.path, type(error).__name__)
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"database unavailable\n", "text/plain")
+            except Exception as error:  # noqa: BLE001 - a page's fault never stops the server
+                LOG.error("HTTP %s: %s", url.path, type(error).__name__, exc_info=True)
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain")
 
         def _authorised(self, path: str, query: dict[str, list[str]]) -> bool:
             header = self.headers.get("Authorization", "")
@@ -136,7 +141,10 @@ def _handler_class(node: StatusServer) -> type[BaseHTTPRequestHandler]:
                 return True
             if "token" in query and token_matches(query["token"][0], token):
                 rest = {k: v for k, v in query.items() if k != "token"}
-                target = path + ("?" + urlencode(rest, doseq=True) if rest else "")
+                # One leading slash: "//host" would send the browser to another site.
+                target = (
+                    "/" + path.lstrip("/") + ("?" + urlencode(rest, doseq=True) if rest else "")
+                )
                 self.send_response(HTTPStatus.SEE_OTHER)
                 self.send_header(
                     "Set-Cookie", f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"

@@ -85,6 +85,8 @@ def test_a_browser_token_becomes_a_cookie_and_leaves_the_address(server: StatusS
     assert b'<p id="jobs">none</p>' in body
     response, _ = get(server, "/jobs/7", {"Cookie": f"{COOKIE}={TOKEN}"})
     assert response.status == 404  # no such job
+    response, _ = get(server, f"//elsewhere.example/?token={TOKEN}")
+    assert response.getheader("Location") == "/elsewhere.example/"  # never to another site
 
 
 def test_health_without_a_listener_is_503(server: StatusServer) -> None:
