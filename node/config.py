@@ -1,6 +1,7 @@
 """Typed settings: the embedded config.toml, an optional file on top, environment overrides.
 
-Precedence (last wins): the defaults in the repository's config.toml, the file given with
+Precedence (last wins): the defaults in the repository's config.toml (package data of `node`,
+read through importlib.resources, so an installed wheel finds it too), the file given with
 --config, then environment variables CTNODE_<SECTION>__<KEY>. Unknown sections or keys and
 values of the wrong type are errors at start, not surprises later.
 
@@ -18,10 +19,12 @@ import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+# node/config.toml links to the top-level config.toml in a checkout; a wheel holds the file.
+DEFAULT_CONFIG = resources.files("node") / "config.toml"
 ENV_PREFIX = "CTNODE_"
 
 
@@ -49,6 +52,35 @@ def check_host(value: str, key: str) -> None:
         raise ConfigError(f"{key}: a host name or IP address is required, got {value!r}")
 
 
+def check_remote(remote: PeerSettings | DestinationSettings, key: str) -> None:
+    """A peer's or destination's AE title, host and port."""
+    check_ae_title(remote.ae_title, f"{key}.ae_title")
+    check_host(remote.host, f"{key}.host")
+    check_port(remote.port, f"{key}.port")
+
+
+def check_positive(settings: object, section: str, *keys: str) -> None:
+    """ConfigError naming `section.key` for the first of `keys` whose value is not > 0."""
+    for key in keys:
+        value = getattr(settings, key)
+        if value <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+
+
+def check_at_least(settings: object, section: str, minimum: int, *keys: str) -> None:
+    """ConfigError naming `section.key` for the first of `keys` below `minimum`."""
+    for key in keys:
+        value = getattr(settings, key)
+        if value < minimum:
+            raise ConfigError(f"{section}.{key} must be >= {minimum}, got {value}")
+
+
+def check_device(value: str, key: str) -> None:
+    """A torch device name as the configuration writes it."""
+    if value not in ("auto", "cpu") and not value.startswith("cuda"):
+        raise ConfigError(f"{key}: auto, cpu or cuda[:N], got {value!r}")
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     out_dir: Path
@@ -59,8 +91,7 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.category <= 4:
             raise ConfigError(f"demo.category must be 0-4, got {self.category}")
-        if self.complete_after_s <= 0:
-            raise ConfigError(f"demo.complete_after_s must be > 0, got {self.complete_after_s}")
+        check_positive(self, "demo", "complete_after_s")
 
 
 @dataclass(frozen=True)
@@ -81,10 +112,8 @@ class NodeSettings:
             ipaddress.ip_address(self.bind)
         except ValueError as error:
             raise ConfigError(f"node.bind: an IP address, got {self.bind!r}") from error
-        if self.max_associations < 1:
-            raise ConfigError(f"node.max_associations must be >= 1, got {self.max_associations}")
-        if self.network_timeout_s <= 0:
-            raise ConfigError(f"node.network_timeout_s must be > 0, got {self.network_timeout_s}")
+        check_at_least(self, "node", 1, "max_associations")
+        check_positive(self, "node", "network_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -92,6 +121,7 @@ class StorageSettings:
     spool_dir: Path
     database_url: str
     min_free_mb: int
+    max_instance_mb: int
 
     def __post_init__(self) -> None:
         from sqlalchemy.engine import make_url
@@ -101,8 +131,8 @@ class StorageSettings:
             make_url(self.database_url)
         except ArgumentError as error:
             raise ConfigError(f"storage.database_url: {error}") from error
-        if self.min_free_mb < 0:
-            raise ConfigError(f"storage.min_free_mb must be >= 0, got {self.min_free_mb}")
+        check_at_least(self, "storage", 0, "min_free_mb")
+        check_at_least(self, "storage", 1, "max_instance_mb")
 
 
 @dataclass(frozen=True)
@@ -111,10 +141,7 @@ class SeriesSettings:
     check_interval_s: float
 
     def __post_init__(self) -> None:
-        if self.complete_after_s <= 0:
-            raise ConfigError(f"series.complete_after_s must be > 0, got {self.complete_after_s}")
-        if self.check_interval_s <= 0:
-            raise ConfigError(f"series.check_interval_s must be > 0, got {self.check_interval_s}")
+        check_positive(self, "series", "complete_after_s", "check_interval_s")
 
 
 @dataclass(frozen=True)
@@ -129,16 +156,13 @@ class WorkerSettings:
     retry_after_s: float
 
     def __post_init__(self) -> None:
-        for key in ("poll_s", "heartbeat_s", "retry_after_s"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"worker.{key} must be > 0, got {getattr(self, key)}")
+        check_positive(self, "worker", "poll_s", "heartbeat_s", "retry_after_s")
         if self.stale_after_s <= 2 * self.heartbeat_s:
             raise ConfigError(
                 f"worker.stale_after_s ({self.stale_after_s}) must exceed twice "
                 f"worker.heartbeat_s ({self.heartbeat_s}), or live jobs look abandoned"
             )
-        if self.max_attempts < 1:
-            raise ConfigError(f"worker.max_attempts must be >= 1, got {self.max_attempts}")
+        check_at_least(self, "worker", 1, "max_attempts")
 
 
 HEART_CHECKS = ("registration", "organs")
@@ -158,10 +182,8 @@ class CalciumSettings:
     heart_check: str = "registration"
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"calcium.device: auto, cpu or cuda[:N], got {self.device!r}")
-        if self.min_slices < 1:
-            raise ConfigError(f"calcium.min_slices must be >= 1, got {self.min_slices}")
+        check_device(self.device, "calcium.device")
+        check_at_least(self, "calcium", 1, "min_slices")
         if self.heart_check not in HEART_CHECKS:
             raise ConfigError(
                 f"calcium.heart_check: one of {list(HEART_CHECKS)}, got {self.heart_check!r}"
@@ -183,10 +205,8 @@ class OrgansSettings:
     min_slices: int = 16
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"organs.device: auto, cpu or cuda[:N], got {self.device!r}")
-        if self.min_slices < 1:
-            raise ConfigError(f"organs.min_slices must be >= 1, got {self.min_slices}")
+        check_device(self.device, "organs.device")
+        check_at_least(self, "organs", 1, "min_slices")
 
     def spec_path(self) -> Path:
         """The JSON spec of the configured model (registry.ModelFileError when absent)."""
@@ -212,16 +232,13 @@ class SendSettings:
     check_interval_s: float
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"send.max_attempts must be >= 1, got {self.max_attempts}")
+        check_at_least(self, "send", 1, "max_attempts")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
                 "send.backoff_initial_s must be > 0 and <= send.backoff_max_s, got "
                 f"{self.backoff_initial_s} and {self.backoff_max_s}"
             )
-        for key in ("timeout_s", "check_interval_s"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"send.{key} must be > 0, got {getattr(self, key)}")
+        check_positive(self, "send", "timeout_s", "check_interval_s")
 
     def backoff_s(self, attempts: int) -> float:
         """Wait after the attempts-th failed try: initial, 2x, 4x, ... capped at the maximum."""
@@ -258,8 +275,7 @@ class RouteSettings:
                 f"{key}: need 0 <= min_slice_thickness_mm <= max_slice_thickness_mm, got "
                 f"{self.min_slice_thickness_mm} and {self.max_slice_thickness_mm}"
             )
-        if self.min_instances < 1:
-            raise ConfigError(f"{key}.min_instances must be >= 1, got {self.min_instances}")
+        check_at_least(self, key, 1, "min_instances")
 
 
 @dataclass(frozen=True)
@@ -274,11 +290,9 @@ class PeerSettings:
 
     def __post_init__(self) -> None:
         key = f"peers[{self.name}]"
-        check_ae_title(self.ae_title, f"{key}.ae_title")
-        check_host(self.host, f"{key}.host")
-        check_port(self.port, f"{key}.port")
-        if self.complete_after_s is not None and self.complete_after_s <= 0:
-            raise ConfigError(f"{key}.complete_after_s must be > 0, got {self.complete_after_s}")
+        check_remote(self, key)
+        if self.complete_after_s is not None:
+            check_positive(self, key, "complete_after_s")
 
 
 @dataclass(frozen=True)
@@ -291,10 +305,7 @@ class DestinationSettings:
     port: int
 
     def __post_init__(self) -> None:
-        key = f"destinations[{self.name}]"
-        check_ae_title(self.ae_title, f"{key}.ae_title")
-        check_host(self.host, f"{key}.host")
-        check_port(self.port, f"{key}.port")
+        check_remote(self, f"destinations[{self.name}]")
 
 
 @dataclass(frozen=True)
@@ -315,10 +326,10 @@ MIN_TOKEN_LENGTH = 16
 
 @dataclass(frozen=True)
 class HttpSettings:
-    enabled: bool
-    bind: str
-    port: int
-    token: str
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
 
     def __post_init__(self) -> None:
         check_port(self.port, "http.port", allow_zero=True)
@@ -341,6 +352,21 @@ class HttpSettings:
             )
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """How `ctnode serve` writes its log: text lines on stderr (a terminal) or JSON lines on
+    stdout (journald, container runtimes and log shippers)."""
+
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.format not in LOG_FORMATS:
+            raise ConfigError(f"logging.format: one of {list(LOG_FORMATS)}, got {self.format!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     demo: DemoSettings
@@ -356,7 +382,8 @@ class Settings:
     destinations: tuple[DestinationSettings, ...]
     routes: tuple[RouteSettings, ...]
     assembly: AssemblySettings
-    http: HttpSettings
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
         """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
@@ -383,6 +410,7 @@ SECTIONS: dict[str, type] = {
     "send": SendSettings,
     "assembly": AssemblySettings,
     "http": HttpSettings,
+    "logging": LoggingSettings,
 }
 LIST_SECTIONS: dict[str, type] = {
     "peers": PeerSettings,

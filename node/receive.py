@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import PeerSettings, Settings
 from node.db import add_received_instance, find_instance, record_event, write_session
+from node.receive_dimse import OversizeDataSet, capped_dimse_handlers
 from node.receive_socket import receive_socket_handlers
 from node.scu import nodelay_handlers
 from node.spool import (
@@ -78,10 +79,20 @@ TRANSFER_SYNTAXES = [
 ]
 # Larger PDUs than pynetdicom's 16 kB default: fewer, bigger reads for 512 kB CT slices.
 MAX_PDU_BYTES = 1 << 20
+# Connections the kernel queues for the listener before it accepts them (listen(2)).
+LISTEN_BACKLOG = 128
 
 # C-STORE statuses (PS3.4 B.2.3).
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700  # disk full, disk or database error: the sender retries later
+# An instance over [storage] max_instance_mb. PS3.4 B.2.3 offers Refused: Out of Resources
+# (A7xx), Error: Data Set does not match SOP Class (A9xx) and Error: Cannot understand (Cxxx).
+# The data is not at fault, and was not even read, so A9xx and Cxxx would misinform; the node
+# refuses for want of a resource its operator sized, and a resend succeeds once the limit is
+# raised: Refused, Out of Resources. A7xx's low byte is free to implementations; 0xA701 lets a
+# sender's log tell this refusal from a full disk (0xA700), and senders that know only the
+# A7xx class treat both the same.
+STATUS_INSTANCE_TOO_LARGE = 0xA701
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000  # a required UID missing or invalid
 STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
@@ -142,6 +153,14 @@ def _normalised_address(address: str) -> str:
     return str(parsed)
 
 
+def busy_refusal(settings: Settings) -> AssociationRefusal:
+    """All association slots taken: transient, the sender retries later."""
+    return AssociationRefusal(
+        f"more than [node] max_associations={settings.node.max_associations} at once",
+        REJECT_BUSY,
+    )
+
+
 def association_refusal(
     settings: Settings, calling_ae: str, called_ae: str, address: str, active: int = 1
 ) -> AssociationRefusal | None:
@@ -154,10 +173,7 @@ def association_refusal(
     """
     calling, called = calling_ae.strip(), called_ae.strip()
     if active > settings.node.max_associations:
-        return AssociationRefusal(
-            f"more than [node] max_associations={settings.node.max_associations} at once",
-            REJECT_BUSY,
-        )
+        return busy_refusal(settings)
     if called != settings.node.ae_title.strip():
         return AssociationRefusal(
             f"called AE title {called!r} is not this node's ({settings.node.ae_title!r})",
@@ -229,12 +245,54 @@ def instance_row(
     }
 
 
+class AssociationSlots:
+    """The associations being served, each from its accepted A-ASSOCIATE-RQ until its
+    connection closes (or it is released or aborted, whichever comes first).
+
+    pynetdicom counts its acceptor threads instead: connections that have not asked for an
+    association yet (a health check's connect and close) and associations still closing held
+    slots, which let probes lock senders out. An association whose thread has ended holds no
+    slot either, whatever events it missed on the way (a pynetdicom DUL thread that dies of
+    an exception sends none).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[int, Association] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, association: Association) -> bool:
+        """Take a slot for the association; False when all are taken."""
+        with self._lock:
+            self._forget_ended()
+            if len(self._held) >= self.limit:
+                return False
+            self._held[id(association)] = association
+            return True
+
+    def release(self, association: Association) -> None:
+        """Free the association's slot (nothing when it holds none)."""
+        with self._lock:
+            self._held.pop(id(association), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._forget_ended()
+            return len(self._held)
+
+    def _forget_ended(self) -> None:
+        for key, association in list(self._held.items()):
+            if association.ident is not None and not association.is_alive():
+                del self._held[key]
+
+
 class InstanceStore:
     """Stores one received instance: checks, durable file, database rows, in that order."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
         self.spool_dir = Path(settings.storage.spool_dir)
         self.min_free_bytes = settings.storage.min_free_mb * 1024 * 1024
+        self.max_instance_mb = settings.storage.max_instance_mb
         self.sessions = sessions
 
     def refuse(
@@ -378,6 +436,7 @@ class Receiver:
         self.store = InstanceStore(settings, sessions)
         self._server: ThreadedAssociationServer | None = None
         self._counts: dict[int, AssociationCounts] = {}
+        self.slots = AssociationSlots(settings.node.max_associations)
         self._counts_lock = threading.Lock()
         # No patient data in the log: pynetdicom logs C-FIND/MOVE/GET identifiers unless told
         # not to, and pydicom's value validation warns with the offending value (a malformed
@@ -389,13 +448,16 @@ class Receiver:
     def _make_ae(self) -> AE:
         node = self.settings.node
         ae = AE(ae_title=node.ae_title)
-        ae.maximum_associations = node.max_associations
+        # The node counts associations itself (AssociationSlots, applied in _on_requested);
+        # pynetdicom's own limit counts every open connection, probes included, so it is set
+        # out of reach rather than left to lock senders out.
+        ae.maximum_associations = 1 << 30
         ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.network_timeout = node.network_timeout_s
         ae.acse_timeout = node.network_timeout_s
         ae.dimse_timeout = node.network_timeout_s
         # The allow-list and the association limit are applied in _on_requested, which records
-        # the reason before it replies (pynetdicom's own limit stays as a backstop).
+        # the reason before it replies.
         ae.require_called_aet = False
         ae.require_calling_aet = []
         ae.add_supported_context(Verification)
@@ -414,17 +476,22 @@ class Receiver:
     def start(self) -> None:
         handlers = [
             *nodelay_handlers(),  # Nagle off on accepted connections too (DESIGN.md conventions)
-            *receive_socket_handlers(),  # PDUs read as they arrive, in one buffer each
+            *receive_socket_handlers(),  # PDUs read bounded, timed out, in one buffer each
+            *capped_dimse_handlers(self.settings.storage.max_instance_mb * 1024 * 1024),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),
+            (evt.EVT_CONN_CLOSE, self._on_connection_closed),
             (evt.EVT_C_STORE, self._on_c_store),
         ]
         node = self.settings.node
         self._server = self._make_ae().start_server(
             (node.bind, node.port), block=False, evt_handlers=handlers
         )
+        # socketserver's backlog of 5 drops the SYN of a sender that connects during a burst of
+        # connections (health checks, a scan), which then waits a second or more to retry.
+        self._server.socket.listen(LISTEN_BACKLOG)
         host, port = self.address
         LOG.info("listening as %s on %s:%d", node.ae_title, host, port)
 
@@ -455,10 +522,11 @@ class Receiver:
         request = association.requestor.primitive
         calling_ae = str(request.calling_ae_title).strip()
         address = association.requestor.address
-        active = sum(1 for other in association.ae.active_associations if other.is_acceptor)
         refusal = association_refusal(
-            self.settings, calling_ae, str(request.called_ae_title), address, active
+            self.settings, calling_ae, str(request.called_ae_title), address
         )
+        if refusal is None and not self.slots.claim(association):
+            refusal = busy_refusal(self.settings)
         if refusal is None:
             return
         # Recorded before the reply, so the event exists when the sender learns of the refusal.
@@ -492,8 +560,12 @@ class Receiver:
             association.requestor.address,
         )
 
+    def _on_connection_closed(self, event: evt.Event) -> None:
+        self.slots.release(event.assoc)
+
     def _on_closed(self, event: evt.Event) -> None:
         association: Association = event.assoc
+        self.slots.release(association)
         with self._counts_lock:
             counts = self._counts.pop(id(association), None)
         if counts is None:  # rejected before it was established
@@ -516,6 +588,15 @@ class Receiver:
         calling_ae = association.requestor.ae_title.strip()
         request = event.request
         requested_sop_uid = _uid_for_message(request.AffectedSOPInstanceUID)
+        if isinstance(request.DataSet, OversizeDataSet):  # dropped while it arrived
+            outcome = self.store.refuse(
+                STATUS_INSTANCE_TOO_LARGE,
+                f"instance {requested_sop_uid}: {request.DataSet.received_bytes >> 20} MB, over "
+                f"[storage] max_instance_mb={self.store.max_instance_mb}",
+                calling_ae,
+            )
+            self._count(association, outcome)
+            return outcome.as_dataset()
         try:
             dataset = event.dataset
         except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node import claims, jobs
 from node.config import Settings
 from node.db import check_postgresql_durability, init_db, make_session_factory
+from node.logformat import JsonLineFormatter
 from node.receive import Receiver
 from node.scheduler import Scheduler
 from node.send import Sender
@@ -160,10 +162,21 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log lines to stderr. The INFO lines of pynetdicom (one per DIMSE message) and of
-    alembic (plugin set-up) are muted."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+def configure_logging(level: int = logging.INFO, fmt: str = "text") -> None:
+    """Log lines: "text" to stderr, or "json" (JSON lines, node.logformat) to stdout, where
+    journald and container runtimes collect them. Replaces any earlier set-up. Python warnings
+    go through the log too, and in "json" an exception escaping a thread is logged as one
+    record instead of a traceback printed across lines. The INFO lines of pynetdicom (one per
+    DIMSE message) and of alembic (plugin set-up) are muted."""
+    if fmt == "json":
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonLineFormatter())
+        threading.excepthook = _log_thread_exception
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     # APScheduler logs every run at INFO and a skipped overlapping run as a WARNING; both are
@@ -171,9 +184,19 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("apscheduler").setLevel(max(level, logging.ERROR))
 
 
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    LOG.error(
+        "unhandled %s in thread %s",
+        args.exc_type.__name__,
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 def serve(settings: Settings) -> None:
-    """Run the node in the foreground until SIGTERM or SIGINT."""
+    """Run the node in the foreground until SIGTERM or SIGINT, logging as [logging] says."""
     os.umask(SERVE_UMASK)
+    configure_logging(fmt=settings.logging.format)
     service = Service(settings)
     with stop_on_signals() as stop:
         service.start()

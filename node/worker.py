@@ -28,7 +28,7 @@ from node.config import Settings
 from node.db import Instance, JobState, Series, utcnow
 from node.pipelines import calcium, organs
 from node.pipelines.calcium import BadSeriesError, ScorerCache, SeriesFiles
-from node.pipelines.organs import SegmenterCache
+from node.pipelines.heart_check import SegmenterCache
 
 LOG = logging.getLogger("ctnode.worker")
 STOP_GRACE_S = 120.0  # a CPU scoring run takes seconds; beyond this the claim is released

@@ -21,10 +21,10 @@ scan correlates poorly with the atlas, or the transform is at its limits), and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +47,18 @@ from models.calcium.preprocess import (
     score_input,
 )
 from models.calcium.result import CalciumResult
+from models.device import pick_device
+from models.files import ModelFileError, sha256
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The shipped model is package data of `models` (models/weights); a wheel is installed
+# unpacked, so the folder is a real directory that torch.load and np.load can read.
+WEIGHTS_DIR = Path(str(resources.files("models") / "weights"))
 MANIFEST = "calcium_manifest.json"
 MIN_SLICES = 16
 MIN_EXTENT_MM = 80.0
 MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
 MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
 MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
-
-
-class ModelFileError(RuntimeError):
-    """A weight file is missing or is not the file the model card describes."""
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -77,12 +73,6 @@ def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
         if sha256(file) != expected:
             raise ModelFileError(f"{file}: sha256 differs from the model card; refusing to load it")
     return manifest
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class CalciumScorer:

@@ -55,8 +55,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from models.device import pick_device
 from models.labels import Label
-from models.organs.registry import ModelSpec, load_model, resolve_device
+from models.organs.registry import ModelSpec, load_model
 from models.organs.unet import (
     CONTEXT_MARGIN,
     HU_CLIP,
@@ -272,7 +273,7 @@ class OrganSegmenter:
         overlap: float = DEFAULT_OVERLAP,
         window_side: int | None = None,
     ):
-        self.device = resolve_device(device)
+        self.device = pick_device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False

@@ -16,25 +16,24 @@ its spec is refused with a message, rather than segmenting with the wrong networ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 import torch
 
+from models.device import pick_device
+from models.files import ModelFileError, sha256
 from models.labels import Label
 from models.organs.unet import HU_CLIP, UNet3D, is_valid_input_side
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Package data of `models`, on disk in a checkout and in an installed wheel alike.
+SHIPPED_DIR = Path(str(resources.files("models") / "weights")).resolve()
 SHIPPED_BASE = SHIPPED_DIR / "organs_base.json"
 ARCHITECTURE = "unet3d-sparse-label"
 log = logging.getLogger(__name__)
-
-
-class ModelFileError(RuntimeError):
-    """A model's spec or weight file is missing, unreadable or not the file the spec describes."""
 
 
 @dataclass
@@ -104,14 +103,6 @@ class ModelSpec:
         return values
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_spec(spec_path: Path) -> ModelSpec:
     """The spec in `spec_path` (not yet checked against its weight file)."""
     spec_path = Path(spec_path)
@@ -151,16 +142,9 @@ def save_model(net: UNet3D, spec: ModelSpec, spec_path: Path, half: bool = False
     state = {k: (v.half() if half else v.float()).cpu() for k, v in net.state_dict().items()}
     torch.save(state, weights_path)
     spec.width, spec.n_classes = net.width, net.n_classes
-    spec.sha256 = sha256_file(weights_path)
+    spec.sha256 = sha256(weights_path)
     write_spec(spec, spec_path)
     return spec
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" is the first CUDA GPU when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def verify_weights(spec: ModelSpec) -> Path:
@@ -168,7 +152,7 @@ def verify_weights(spec: ModelSpec) -> Path:
     weights = spec.weights_path()
     if not weights.is_file():
         raise ModelFileError(f"model {spec.name!r}: weight file {weights} does not exist")
-    actual = sha256_file(weights)
+    actual = sha256(weights)
     if actual != spec.sha256:
         raise ModelFileError(
             f"model {spec.name!r}: {weights.name} has sha256 {actual[:16]}..., the spec "
@@ -193,7 +177,7 @@ def load_model(spec_path: Path, device: str | torch.device = "cpu") -> tuple[UNe
         raise ModelFileError(
             f"model {spec.name!r}: {weights.name} does not load: {error}"
         ) from error
-    return net.eval().to(resolve_device(device)), spec
+    return net.eval().to(pick_device(device)), spec
 
 
 def _specs_in(paths: list[Path]) -> list[ModelSpec]:

@@ -22,7 +22,7 @@ from node.config import Settings
 if TYPE_CHECKING:
     from models.calcium.inference import CalciumScorer
     from models.calcium.result import CalciumResult
-    from node.pipelines.organs import SegmenterCache
+    from node.pipelines.heart_check import SegmenterCache
 from node.jobs import OutputFile
 from node.pipelines.outbox import write_result
 
@@ -126,7 +126,7 @@ def heart_check(
     report: Report,
 ) -> None:
     """Add the organ-based heart flag to `result.flags` (the SR and the overlay show it)."""
-    from node.pipelines.organs import heart_flags_and_reason, source_key
+    from node.pipelines.heart_check import heart_flags_and_reason, source_key
 
     start = time.perf_counter()
     organs, reused = segmenters.segment(ct, source_key(source, ct))

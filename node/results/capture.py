@@ -31,10 +31,8 @@ from models.agatston import CATEGORY_NAMES, rounded_score
 from models.calcium.result import CalciumResult
 from models.labels import ARTERIES
 from node.results.equipment import (
-    MANUFACTURER,
-    MODEL_NAME,
     algorithm_identity,
-    software_version,
+    equipment,
 )
 from node.results.regions import MIN_DENSITY_AU_PER_MM3, feedback_per_slice, feedback_regions
 from node.results.seg import SEGMENT_RGB
@@ -139,9 +137,7 @@ def build_overlay_capture(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),
         instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=software_version(),
+        **equipment(),
         series_description=SERIES_DESCRIPTION,
         # Radiological view: rows run to the patient's left, columns to the back.
         patient_orientation=("L", "P"),

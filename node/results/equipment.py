@@ -8,6 +8,7 @@ from models.calcium.result import CalciumResult
 
 MANUFACTURER = "ctnode"
 MODEL_NAME = "ctnode coronary calcium"
+DEVICE_SERIAL_NUMBER = "1"  # ctnode is software; highdicom's SEG requires a value
 DEFAULT_ALGORITHM_NAME = "ctnode calcium"
 
 
@@ -17,6 +18,18 @@ def software_version() -> str:
         return version("ctnode")
     except PackageNotFoundError:  # running from a checkout that was never installed
         return "unknown"
+
+
+def equipment(model_name: str = MODEL_NAME) -> dict[str, str]:
+    """The General Equipment attributes of every object ctnode writes (SR, SEG, Secondary
+    Capture), as highdicom keyword arguments: `hd.sr.Comprehensive3DSR(..., **equipment())`.
+    Institution Name is left out: the node does not know it, the source study does."""
+    return {
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": model_name,
+        "software_versions": software_version(),
+        "device_serial_number": DEVICE_SERIAL_NUMBER,
+    }
 
 
 def algorithm_identity(result: CalciumResult) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 
 from models.labels import Label
 from node.results import codes as rc
-from node.results.equipment import MANUFACTURER, software_version
+from node.results.equipment import equipment
 from node.results.source import (
     SourceSeriesError,
     check_series,
@@ -38,7 +38,6 @@ from node.results.source import (
 ORGAN_SEG_SERIES_NUMBER = 9004  # after SR 9001, feedback SEG 9002, Secondary Capture 9003
 MODEL_NAME = "ctnode organ segmentation"
 SERIES_DESCRIPTION = "ctnode organs SEG - automated, not a diagnosis"
-DEVICE_SERIAL_NUMBER = "1"  # ctnode is software; highdicom requires a value
 GEOMETRY_TOLERANCE_MM = 1e-3
 
 # Segment labels in plain words (what a viewer lists); anything missing: the Label's name.
@@ -235,10 +234,7 @@ def build_organ_seg(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),
         instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=software_version(),
-        device_serial_number=DEVICE_SERIAL_NUMBER,
+        **equipment(MODEL_NAME),
         content_label="ORGANS",
         content_description=content[:64],
         series_description=SERIES_DESCRIPTION,

@@ -27,10 +27,8 @@ from pydicom.dataset import Dataset
 from models.calcium.result import CalciumResult
 from node.results import codes as rc
 from node.results.equipment import (
-    MANUFACTURER,
-    MODEL_NAME,
     algorithm_identity,
-    software_version,
+    equipment,
 )
 from node.results.regions import MIN_DENSITY_AU_PER_MM3, feedback_regions
 from node.results.source import check_series, copy_patient_and_study, slice_indices
@@ -44,7 +42,6 @@ SEGMENT_LABELS = {
 }
 # Display colours (CIELab via sRGB) matching the Secondary Capture overlay.
 SEGMENT_RGB = {"LAD": (213, 94, 0), "LCX": (86, 180, 233), "RCA": (240, 228, 66)}
-DEVICE_SERIAL_NUMBER = "1"  # ctnode is software; highdicom requires a value
 
 
 def build_feedback_seg(
@@ -95,10 +92,7 @@ def build_feedback_seg(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),
         instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=software_version(),
-        device_serial_number=DEVICE_SERIAL_NUMBER,
+        **equipment(),
         content_label="CALCIUM",
         content_description=(
             f"Voxels carrying the coronary calcium score (feedback >= "

@@ -37,9 +37,8 @@ from models.labels import ARTERIES
 from node.results import codes as rc
 from node.results.equipment import (
     MANUFACTURER,
-    MODEL_NAME,
     algorithm_identity,
-    software_version,
+    equipment,
 )
 from node.results.source import check_series, copy_patient_and_study
 
@@ -102,9 +101,7 @@ def build_calcium_sr(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(),
         instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=software_version(),
+        **equipment(),
         series_description=SERIES_DESCRIPTION,
         is_complete=True,
         is_final=False,  # the radiologist's report is the definitive one

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from models.agatston import risk_category
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer, sha256
+from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer
+from models.files import sha256
 from models.phantoms.case import CaseOptions, generate_case
 from training.calcium.prepare import heart_centre
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from models.files import sha256
 from models.organs import registry
 from tests.integration.test_cli_demo import ctnode
 from tests.tools import REPO
@@ -77,8 +78,8 @@ def test_import_an_h5_then_list_and_choose_it(tmp_path: Path) -> None:
     assert spec.spacing_mm == [2.0, 2.5, 2.0]
     assert spec.label_values == list(range(1, 23)) and spec.channels[-1] == "background"
     card = (folder / "tiny.md").read_text()
-    assert registry.sha256_file(source) in card
-    assert spec.sha256 == registry.sha256_file(folder / "tiny.pt") and spec.sha256 in card
+    assert sha256(source) in card
+    assert spec.sha256 == sha256(folder / "tiny.pt") and spec.sha256 in card
     assert str(source) in card and "assumption" in card
     assert "| 4 | 5 | heart |" in card  # channel 4 is the heart, Label value 5
 
@@ -127,7 +128,7 @@ def test_import_a_keras3_file_checked_against_the_publishers_sha256(tmp_path: Pa
     net = random_net(seed=13)
     source = tmp_path / "unet3d.weights.h5"
     write_keras3_weights_h5(net, source)
-    published = registry.sha256_file(source)
+    published = sha256(source)
 
     proc = run(["import", str(source), "--name", "k3", "--sha256", published], models_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr

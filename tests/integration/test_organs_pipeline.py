@@ -20,6 +20,7 @@ from models.organs.registry import ModelFileError
 from node.config import load_settings
 from node.pipelines import organs
 from node.pipelines.calcium import SeriesFiles, heart_check, read_source
+from node.pipelines.heart_check import HEART_FLAG, SegmenterCache
 from tests.organ_models import STANDIN_NAME, write_standin
 from tests.tools import dciodvfy_errors
 
@@ -48,7 +49,7 @@ def setup(tmp_path_factory):
 
 def test_calcium_heart_check_then_organs_job_segment_once(setup) -> None:
     settings, files = setup
-    segmenters = organs.SegmenterCache(settings)
+    segmenters = SegmenterCache(settings)
     log: list[tuple[str, str]] = []
 
     def report(stage: str, message: str) -> None:
@@ -57,21 +58,21 @@ def test_calcium_heart_check_then_organs_job_segment_once(setup) -> None:
     source, ct, _ = read_source(files, settings)
     result = CalciumResult(0.0, {}, 0, "A0", ["too_few_slices"], [0.0, 0.0, 0.0], {}, {})
     heart_check(source, ct, result, segmenters, report)
-    assert result.flags == ["too_few_slices", organs.HEART_FLAG]
+    assert result.flags == ["too_few_slices", HEART_FLAG]
     ((stage, message),) = log
     assert stage == "heart_check" and "not in the field of view" in message
 
     outputs = organs.run(settings, 5, files, segmenters, report)
     stages = dict(log[1:])
     assert list(stages) == ["volume", "segment", "results"]
-    assert "reused" in stages["segment"] and organs.HEART_FLAG in stages["segment"]
+    assert "reused" in stages["segment"] and HEART_FLAG in stages["segment"]
     (output,) = outputs
     assert output.kind == "seg" and output.path == "job-5/seg.dcm"
     path = Path(settings.results.outbox_dir) / output.path
     assert dciodvfy_errors(path) == []
     ds = pydicom.dcmread(path)
     assert [s.SegmentLabel for s in ds.SegmentSequence] == ["Heart"]
-    assert ds.ContentDescription.startswith(organs.HEART_FLAG)
+    assert ds.ContentDescription.startswith(HEART_FLAG)
     assert ds.SeriesInstanceUID == output.series_uid
 
 
@@ -81,4 +82,4 @@ def test_a_missing_model_is_a_model_error_not_a_bad_series(setup) -> None:
         settings, organs=dataclasses.replace(settings.organs, model="no-such-model")
     )
     with pytest.raises(ModelFileError, match="no-such-model"):
-        organs.run(missing, 6, files, organs.SegmenterCache(missing), lambda *_: None)
+        organs.run(missing, 6, files, SegmenterCache(missing), lambda *_: None)

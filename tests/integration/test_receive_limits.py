@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ from sqlalchemy import select
 
 from node.config import Settings, load_settings
 from node.db import Event
-from node.receive_socket import ReceiveSocket
+from node.receive_dimse import CappedDIMSE
+from node.receive_socket import BoundedDUL, ReceiveSocket
 from node.scu import nodelay_handlers
 from node.service import Service
 from tests.tools import require_tool
@@ -117,5 +119,23 @@ def test_accepted_connections_read_with_the_receive_socket(service: Service) -> 
     """The tuning of node/receive_socket.py is in place (a pynetdicom upgrade could undo it)."""
     with _accepted_association(service) as (held, accepted):
         assert type(accepted.dul.socket) is ReceiveSocket
+        assert type(accepted.dul) is BoundedDUL  # PDU lengths bounded, reads timed out
+        assert type(accepted.dimse) is CappedDIMSE  # [storage] max_instance_mb applied
         assert accepted.dul._run_loop_delay == 0  # the waiting happens in ReceiveSocket.ready
         assert held.send_c_echo().Status == 0x0000  # and the association works through it
+
+
+def test_connect_and_close_probes_leave_no_thread_behind(service: Service) -> None:
+    """A probe's acceptor thread ends when the connection closes, not after the ACSE timeout
+    (60 s by default), and a probe holds no association slot meanwhile."""
+    server = service.receiver._server
+    assert server is not None
+    for _ in range(12):
+        socket.create_connection(service.receiver.address, timeout=5).close()
+    deadline = time.monotonic() + 5
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.active_associations == []
+    assert len(service.receiver.slots) == 0
+    held = _hold_association(service.receiver.address[1])  # the one slot (max_associations=1)
+    held.release()

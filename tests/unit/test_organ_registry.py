@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.files import sha256
 from models.labels import UNET_CHANNELS
 from models.organs import registry
 from models.organs.registry import ModelFileError, ModelSpec
@@ -47,7 +48,7 @@ def test_written_spec_round_trips_and_loads_the_same_network(tmp_path):
     spec = registry.save_model(net, tiny_spec("m"), spec_path)
     again = registry.read_spec(spec_path)
     assert again == spec and again.path == spec_path
-    assert json.loads(spec_path.read_text())["sha256"] == registry.sha256_file(tmp_path / "m.pt")
+    assert json.loads(spec_path.read_text())["sha256"] == sha256(tmp_path / "m.pt")
     loaded, loaded_spec = registry.load_model(spec_path, "cpu")
     assert loaded_spec == spec and not loaded.training
     x = torch.randn(1, 1, 92, 92, 92) * 300

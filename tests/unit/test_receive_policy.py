@@ -117,3 +117,32 @@ def test_database_failure_is_a_transient_refusal_not_a_crash(tmp_path: Path) -> 
     outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS")
     assert outcome.status == STATUS_OUT_OF_RESOURCES and "database error" in outcome.reason
     broken.dispose()
+
+
+def test_association_slots_are_counted_and_freed() -> None:
+    from pynetdicom import AE
+    from pynetdicom._globals import MODE_ACCEPTOR
+    from pynetdicom.association import Association
+
+    from node.receive import AssociationSlots
+
+    slots = AssociationSlots(2)
+    first, second, third = (Association(AE(), MODE_ACCEPTOR) for _ in range(3))
+    assert slots.claim(first) and slots.claim(second)
+    assert not slots.claim(third)  # all taken
+    slots.release(first)
+    slots.release(first)  # twice is harmless
+    assert slots.claim(third) and len(slots) == 2
+
+
+def test_an_association_whose_thread_ended_holds_no_slot() -> None:
+    import threading
+
+    from node.receive import AssociationSlots
+
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    slots = AssociationSlots(1)
+    assert slots.claim(ended)  # type: ignore[arg-type] - a Thread, as an Association is
+    assert len(slots) == 0 and slots.claim(threading.Thread())  # type: ignore[arg-type]

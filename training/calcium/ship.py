@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR, sha256
+from models.calcium.inference import MANIFEST, WEIGHTS_DIR
+from models.files import sha256
 from models.phantoms.case import GENERATOR_VERSION
 from training.calcium.cards import write_cards
 from training.calcium.common import write_json

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.files import sha256
 from models.labels import UNET_CHANNELS, Label
-from models.organs.registry import sha256_file
 from models.organs.unet import UNet3D
 from training.organs.common import (
     N_CLASSES,
@@ -150,7 +150,7 @@ def train(args: argparse.Namespace) -> dict:
         "history": history,
     }
     if args.init is not None:
-        record["init"] = {"path": str(args.init), "sha256": sha256_file(args.init)}
+        record["init"] = {"path": str(args.init), "sha256": sha256(args.init)}
     if args.test_limit != 0:
         test = load_split(args.data, "test", args.test_limit)
         start = time.perf_counter()

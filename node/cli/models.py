@@ -1,7 +1,6 @@
 """`ctnode models`: import published organ-segmentation weights, list the installed models.
 
-A sub-app of node.cli (registered there as `models`), kept in its own module so the main CLI
-stays small. Imported models go to `[organs] models_dir`; `[organs] model` names the one the
+A sub-app of node.cli (registered there as `models`). Imported models go to `[organs] models_dir`; `[organs] model` names the one the
 organs pipeline uses (empty: the shipped base model).
 """
 
@@ -12,24 +11,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-models_app = typer.Typer(
+from node.cli.common import ConfigOption, console, fail, new_typer, plain, settings_or_exit
+
+models_app = new_typer(
     no_args_is_help=True,
     help="Organ-segmentation models: import published weights (.h5, .onnx), list installed ones.",
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="site configuration (TOML) on top of config.toml"),
-]
-
 
 def _organs(config: Path | None):
     """(models_dir, configured model name, settings) from the configuration."""
-    from node.cli import _settings
-
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     return settings.organs.models_dir, settings.organs.model, settings
 
 
@@ -84,12 +80,11 @@ def import_model(
     with a model card.
 
     Prints the file's sha256; with --sha256 a file that does not match (damaged, or not the
-    published one) is refused and nothing is installed. The model goes to \\[organs]
-    models_dir; its card records the sha256 of the source file and of the converted weights,
-    the source, the label table and the assumed spacing."""
+    published one) is refused and nothing is installed. The model goes to [organs] models_dir;
+    its card records the sha256 of the source file and of the converted weights, the source,
+    the label table and the assumed spacing."""
+    from models.files import ModelFileError
     from models.organs.install import install_imported, read_source
-    from models.organs.registry import ModelFileError
-    from node.cli import console
 
     models_dir, _, _ = _organs(config)
     try:
@@ -106,18 +101,18 @@ def import_model(
             replace=replace,
         )
     except ModelFileError as error:
-        console.print(f"[red]cannot import {file}:[/red] {error}")
-        raise typer.Exit(1) from error
+        raise fail(f"cannot import {file}:", error) from error
     assert spec.path is not None
     console.print(
-        f"imported [bold]{spec.name}[/bold]: width {spec.width}, {spec.n_classes} channels, "
+        f"imported [bold]{escape(spec.name)}[/bold]: width {spec.width}, {spec.n_classes} channels, "
         f"spacing {' x '.join(f'{v:g}' for v in spec.spacing_mm)} mm (assumed), "
         f"window {spec.input_side}"
     )
-    console.print(f"  {spec.path.parent}  (card: {spec.card})")
+    console.print(f"  {spec.path.parent}  (card: {spec.card})", markup=False)
     console.print(
-        f'Use it in the organs pipeline with \\[organs] model = "{spec.name}" '
-        f"(or CTNODE_ORGANS__MODEL={spec.name})."
+        f'Use it in the organs pipeline with [organs] model = "{spec.name}" '
+        f"(or CTNODE_ORGANS__MODEL={spec.name}).",
+        markup=False,
     )
 
 
@@ -130,7 +125,6 @@ def list_models(
 
     Shipped and imported models, each with its weight check (sha256 against its spec)."""
     from models.organs import registry
-    from node.cli import console
 
     models_dir, configured, settings = _organs(config)
     try:
@@ -169,7 +163,7 @@ def list_models(
             )
         )
         return
-    table = Table(title=f"Organ models (imported ones in {models_dir})")
+    table = Table(title=plain(f"Organ models (imported ones in {models_dir})"))
     for column in (
         "name",
         "kind",
@@ -183,13 +177,13 @@ def list_models(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            row["name"],
+            plain(row["name"]),
             row["kind"],
             str(row["width"]),
             str(row["n_classes"]),
             " x ".join(f"{v:g}" for v in row["spacing_mm"]),
             str(row["input_side"]),
-            "ok" if row["weights_check"] == "ok" else f"[red]{row['weights_check']}[/red]",
+            "ok" if row["weights_check"] == "ok" else Text(row["weights_check"], style="red"),
             ", ".join(row["used_by"]),
         )
     if rows:
@@ -197,4 +191,4 @@ def list_models(
     else:
         console.print("no organ models installed")
     if missing:
-        console.print(f"[red]the organs pipeline's model is not available:[/red] {missing}")
+        console.print(f"[red]the organs pipeline's model is not available:[/red] {escape(missing)}")

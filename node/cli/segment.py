@@ -101,11 +101,11 @@ def segment_path(
     path: Path, out: Path, settings: Settings, model: str | None = None
 ) -> SegmentReport:
     """Segment PATH and write OUT; what was done. Raises SegmentError for a request that
-    cannot work and models.organs.registry.ModelFileError for a missing model."""
+    cannot work and models.files.ModelFileError for a missing model."""
     import dataclasses
 
     from models.organs.inference import OrganSegmenter
-    from node.pipelines.organs import heart_flags
+    from node.pipelines.heart_check import heart_flags
     from node.results.organ_seg import build_organ_seg, present_labels
 
     path, out = Path(path), Path(out)
@@ -153,8 +153,9 @@ def segment_path(
 def print_report(console, report: SegmentReport) -> None:
     """The organ volumes and what was written, as a table for a person."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"Organs: {report.input}")
+    table = Table(title=Text(f"Organs: {report.input}"))
     table.add_column("organ")
     table.add_column("volume (ml)", justify="right")
     for name, ml in report.volumes_ml.items():
@@ -162,11 +163,13 @@ def print_report(console, report: SegmentReport) -> None:
             table.add_row(name.replace("_", " "), f"{ml:.1f}")
     console.print(table)
     what = "label map (uint8 Label values)" if report.kind == "labelmap" else "DICOM SEG"
-    console.print(f"{what} with {report.segments} segments written to {report.output}")
-    console.print(f"flags: {', '.join(report.flags) or 'none'}")
+    console.print(Text(f"{what} with {report.segments} segments written to {report.output}"))
+    console.print(Text(f"flags: {', '.join(report.flags) or 'none'}"))
     console.print(
-        f"model {report.model} {report.version} on {report.device}, {report.seconds:.1f} s; "
-        f"CT {'x'.join(map(str, report.size_xyz))} voxels"
+        Text(
+            f"model {report.model} {report.version} on {report.device}, {report.seconds:.1f} s; "
+            f"CT {'x'.join(map(str, report.size_xyz))} voxels"
+        )
     )
     console.print("Automated segmentation from a synthetic-data model; not a diagnosis.")
 
@@ -175,10 +178,10 @@ def add_organ_heart_flag(result, ct: sitk.Image, heart_check: str, settings: Set
     """`ctnode score --heart-check organs`: segment with the [organs] model and add
     heart_not_in_field_of_view to the calcium result's flags when the heart is missing or cut
     (the node's [calcium] heart_check = "organs"). ValueError for another value than
-    registration/organs; registry.ModelFileError (a RuntimeError) without an organ model."""
+    registration/organs; models.files.ModelFileError (a RuntimeError) without an organ model."""
     from models.organs.inference import OrganSegmenter
     from node.config import HEART_CHECKS
-    from node.pipelines.organs import heart_flags
+    from node.pipelines.heart_check import heart_flags
 
     if heart_check not in HEART_CHECKS:
         raise ValueError(f"--heart-check: one of {list(HEART_CHECKS)}, got {heart_check!r}")

@@ -88,7 +88,7 @@ def print_plan(plan: VolumePlan, console: Console, title: str) -> None:
     of the stacks' geometry, then each stack's decision and notes as wrapped lines."""
     report = plan_as_dict(plan)
     table = Table(
-        title=f"Stacks in {title}",
+        title=Text(f"Stacks in {title}"),
         caption="thick: slice thickness, step: slice increment, pixel: pixel size (mm)",
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),  # two spaces between columns: 80 terminal columns are enough
@@ -98,11 +98,11 @@ def print_plan(plan: VolumePlan, console: Console, title: str) -> None:
         table.add_column(column, no_wrap=True)
     for item in report["stacks"]:
         pixel, increment = _pixel_and_increment(item.get("spacing_mm", []))
-        table.add_row(
-            item["label"],
+        table.add_row(  # Text: kernels and labels come from the DICOM headers, not markup
+            Text(item["label"]),
             str(item["images"]),
             item["plane"],
-            f"{item['kernel']} ({item['kernel_class']})",
+            Text(f"{item['kernel']} ({item['kernel_class']})"),
             f"{item['thickness_mm']:g}" if item["thickness_mm"] else "-",
             increment,
             pixel,
@@ -119,7 +119,7 @@ def print_plan(plan: VolumePlan, console: Console, title: str) -> None:
         if item["error"]:
             console.print(Padding(Text(f"error: {item['error']}", style="red"), (0, 0, 0, 2)))
     chosen = report["chosen_for_calcium"]
-    console.print(f"calcium scoring: {'stack ' + chosen if chosen else 'no suitable stack'}")
+    console.print(Text(f"calcium scoring: {'stack ' + chosen if chosen else 'no suitable stack'}"))
     if report["excluded"]:
         console.print(Text("Excluded", style="bold"))
         for item in report["excluded"]:
