@@ -100,7 +100,7 @@ def test_health_without_a_listener_is_503(server: StatusServer) -> None:
     assert "model" not in report["checks"]  # no worker in this process
 
 
-def test_the_listener_check_sees_a_listening_port_without_connecting() -> None:
+def test_the_listener_check_connects_to_the_port() -> None:
     import socket
 
     from node.http.health import listener_check
@@ -109,11 +109,11 @@ def test_the_listener_check_sees_a_listening_port_without_connecting() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        assert listener_check(("127.0.0.1", port)).detail == f"listening on port {port}"
-        listener.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            listener.accept()  # the check made no connection
-    assert listener_check(("127.0.0.1", port)).ok is False
+        assert listener_check(("0.0.0.0", port)).detail == f"port {port} accepts connections"
+        connection, _ = listener.accept()  # the check connected
+        connection.close()
+    closed = listener_check(("127.0.0.1", port))
+    assert closed.ok is False and "does not accept connections" in closed.detail
     assert listener_check(None).ok is False
 
 
