@@ -21,6 +21,7 @@ from node.db import (
     JobState,
     Series,
     SeriesState,
+    list_series,
     utcnow,
 )
 
@@ -66,6 +67,25 @@ def job_row(job: Job) -> dict:
         "retryable": job.retryable,
         "superseded_by": job.superseded_by,
     }
+
+
+def series_rows(session: Session, limit: int | None = None) -> list[dict]:
+    """Received series, the most recently active first (`ctnode series`, the status page)."""
+    return [
+        {
+            "id": s.id,
+            "study_uid": s.study_uid,
+            "series_uid": s.series_uid,
+            "modality": s.modality,
+            "instances": s.instance_count,
+            "sender_ae": s.sender_ae,
+            "first_received_at": _iso(s.first_received_at),
+            "last_received_at": _iso(s.last_received_at),
+            "completed_at": _iso(s.completed_at),
+            "state": s.state.value,
+        }
+        for s in list_series(session, limit)
+    ]
 
 
 def list_jobs(

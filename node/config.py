@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -319,6 +320,38 @@ class AssemblySettings:
             )
 
 
+TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        check_port(self.port, "http.port", allow_zero=True)
+        try:
+            address = ipaddress.ip_address(self.bind)
+        except ValueError as error:
+            raise ConfigError(f"http.bind: an IP address, got {self.bind!r}") from error
+        if self.token and (
+            len(self.token) < MIN_TOKEN_LENGTH or not TOKEN_CHARACTERS.fullmatch(self.token)
+        ):
+            raise ConfigError(
+                f"http.token: at least {MIN_TOKEN_LENGTH} characters of A-Z a-z 0-9 . _ ~ + / = -"
+            )
+        # The page shows study and series UIDs and the job log: beyond this machine, only
+        # with a token.
+        if self.enabled and not address.is_loopback and not self.token:
+            raise ConfigError(
+                f"http.bind {self.bind} is not a loopback address: set [http] token too "
+                "(every request must then carry it)"
+            )
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -349,6 +382,7 @@ class Settings:
     destinations: tuple[DestinationSettings, ...]
     routes: tuple[RouteSettings, ...]
     assembly: AssemblySettings
+    http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
@@ -375,6 +409,7 @@ SECTIONS: dict[str, type] = {
     "results": ResultsSettings,
     "send": SendSettings,
     "assembly": AssemblySettings,
+    "http": HttpSettings,
     "logging": LoggingSettings,
 }
 LIST_SECTIONS: dict[str, type] = {

@@ -1,9 +1,9 @@
 """`ctnode serve`: wires the stages of the node into one process and runs them until stopped.
 
 The stages are components with start()/stop(), started in order and stopped in reverse: the
-sender, the worker, the scheduler (completion + routing, sending) and last the receiver, so the
-node accepts instances only once everything behind it runs, and on shutdown stops accepting
-first, then lets the worker finish its job.
+sender, the worker, the scheduler (completion + routing, sending), the receiver, and last the
+HTTP server when [http] is enabled, so the node accepts instances only once everything behind
+it runs, and on shutdown stops accepting first, then lets the worker finish its job.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Service:
         self.receiver: Receiver | None = None
         self.worker = None
         self.scheduler: Scheduler | None = None
+        self.http = None  # node.http.server.StatusServer when [http] enabled
         self.components: list[Component] = []
 
     def _build_components(self, sessions: sessionmaker[Session]) -> list[Component]:
@@ -70,7 +71,27 @@ class Service:
             self.scheduler.on_jobs = self.worker.wake
             components.append(self.worker)
         self.receiver = Receiver(self.settings, sessions)
-        return [*components, self.scheduler, self.receiver]
+        components += [self.scheduler, self.receiver]
+        if self.settings.http.enabled:
+            components.append(self._status_server(sessions))
+        return components
+
+    def _status_server(self, sessions: sessionmaker[Session]) -> Component:
+        """/metrics, /healthz and the status page ([http]); started last, so its health
+        check answers once everything it checks runs, and stopped first."""
+        from node.http.server import StatusServer
+
+        receiver, worker = self.receiver, self.worker
+
+        def listener_address() -> tuple[str, int] | None:
+            try:
+                return receiver.address
+            except RuntimeError:  # not started, or stopped
+                return None
+
+        model_loaded = worker.scorers.loaded if worker is not None else None
+        self.http = StatusServer(self.settings, sessions, listener_address, model_loaded)
+        return self.http
 
     def start(self) -> None:
         """Migrate the database, tidy the spool, start every component; raise if one fails

@@ -2,7 +2,8 @@
 # The whole test suite, install included:
 #   1. system peers the tests talk to (dicom3tools' dciodvfy; DCMTK; Orthanc as the PACS;
 #      PostgreSQL server binaries; strace, which counts the database's fsyncs; systemd for
-#      `systemd-analyze verify` of deploy/systemd, which needs no running systemd) via
+#      `systemd-analyze verify` of deploy/systemd, which needs no running systemd; chromium
+#      and its driver for the status page test) via
 #      apt, when root (Orthanc is installed, not started: the tests start their own);
 #   2. ctnode with its test extras into ./.venv (deploy/install.sh);
 #   3. lint (ruff) and pytest. Extra arguments go to pytest, e.g. `bash tests/run.sh -k agatston`.
@@ -16,6 +17,9 @@ command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v strace >/dev/null || missing+=(strace)  # tests/integration/test_durability.py
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# the status page test drives a headless browser (tests/integration/test_http_status.py)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

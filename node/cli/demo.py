@@ -118,6 +118,8 @@ def demo_settings(settings: Settings, data: Path, results_port: int) -> Settings
         # an organs rule (commented out of the embedded defaults while the shipped organ model
         # is weak) could not lengthen it; `ctnode segment` shows organs offline.
         routes=tuple(route for route in settings.routes if route.pipeline == "calcium"),
+        # The demo's node is not watched; its HTTP port would clash with a running node's.
+        http=replace(settings.http, enabled=False),
     )
 
 

@@ -39,25 +39,11 @@ def series(
     --json for the full ones)."""
     import json
 
-    from node.db import list_series
+    from node.admin import series_rows
 
     settings = settings_or_exit(config)
     with database(settings) as sessions, sessions() as session:
-        rows = [
-            {
-                "id": s.id,
-                "study_uid": s.study_uid,
-                "series_uid": s.series_uid,
-                "modality": s.modality,
-                "instances": s.instance_count,
-                "sender_ae": s.sender_ae,
-                "first_received_at": s.first_received_at.isoformat(),
-                "last_received_at": s.last_received_at.isoformat(),
-                "completed_at": s.completed_at.isoformat() if s.completed_at else None,
-                "state": s.state.value,
-            }
-            for s in list_series(session, limit)
-        ]
+        rows = series_rows(session, limit)
     if as_json:
         print(json.dumps(rows, indent=1))
         return

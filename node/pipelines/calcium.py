@@ -67,6 +67,10 @@ class ScorerCache:
                 self._scorer = CalciumScorer(calcium.weights_path(), device=calcium.device)
             return self._scorer
 
+    def loaded(self) -> bool:
+        """Whether the model is loaded (the health check's `model`)."""
+        return self._scorer is not None
+
 
 def read_source(
     files: SeriesFiles, settings: Settings, *, purpose: str = "calcium"
