@@ -89,7 +89,7 @@ class Service:
             except RuntimeError:  # not started, or stopped
                 return None
 
-        model_loaded = worker.scorers.loaded if worker is not None else None
+        model_loaded = worker.pipelines["calcium"].models_loaded if worker is not None else None
         self.http = StatusServer(self.settings, sessions, listener_address, model_loaded)
         return self.http
 

@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from node import claims, jobs
 from node.config import Settings
 from node.db import Instance, JobState, Series, utcnow
-from node.pipelines import calcium, organs
-from node.pipelines.calcium import BadSeriesError, ScorerCache, SeriesFiles
-from node.pipelines.heart_check import SegmenterCache
+from node.pipelines import registry
+from node.pipelines.protocol import Report
+from node.pipelines.registry import UnknownPipelineError
+from node.pipelines.series_reading import BadSeriesError, SeriesFiles
 
 LOG = logging.getLogger("ctnode.worker")
 STOP_GRACE_S = 120.0  # a CPU scoring run takes seconds; beyond this the claim is released
@@ -84,8 +85,7 @@ class Worker:
         self.sessions = sessions
         self.name = worker_name()
         self.claimant = claims.current()
-        self.scorers = ScorerCache(settings)
-        self.segmenters = SegmenterCache(settings)
+        self.pipelines = registry.build(settings)
         self.on_results = on_results  # the sender's wake-up, so results go out at once
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -126,52 +126,16 @@ class Worker:
         self._thread = None
         LOG.info("worker stopped")
 
-    def _load_model(self) -> None:
+    def _load_models(self) -> None:
         """Load the models before the first job, so the first series is not slower than the
         rest (torch and the weights take seconds); a missing model is reported now, and each
-        job then fails with the reason until it is installed. The organ model is loaded only
-        when a route or the calcium heart check uses it."""
-        from models.calcium.inference import ModelFileError
-
-        start = time.perf_counter()
-        try:
-            scorer = self.scorers.get()
-        except ModelFileError as error:
-            LOG.error("calcium model not usable, jobs will fail until it is: %s", error)
-        else:
-            LOG.info(
-                "calcium model %s loaded on %s in %.1f s",
-                scorer.name,
-                scorer.device,
-                time.perf_counter() - start,
-            )
-        if self._uses_organs():
-            self._load_organ_model()
-
-    def _uses_organs(self) -> bool:
-        routed = any(route.pipeline == "organs" for route in self.settings.routes)
-        return routed or self.settings.calcium.heart_check == "organs"
-
-    def _load_organ_model(self) -> None:
-        from models.organs.registry import ModelFileError
-
-        start = time.perf_counter()
-        try:
-            segmenter = self.segmenters.get()
-        except ModelFileError as error:
-            LOG.error("organ model not usable, organs jobs will fail until it is: %s", error)
-            return
-        spec = segmenter.spec
-        LOG.info(
-            "organ model %s %s loaded on %s in %.1f s",
-            spec.name,
-            spec.version,
-            segmenter.device,
-            time.perf_counter() - start,
-        )
+        job then fails with the reason until it is installed. Each pipeline loads what it will
+        use (the organ model only when a route or the calcium heart check needs it)."""
+        for pipeline in self.pipelines.values():
+            pipeline.preload()
 
     def _loop(self) -> None:
-        self._load_model()
+        self._load_models()
         while not self._stopping.is_set():
             try:
                 self._release_stale()
@@ -234,22 +198,21 @@ class Worker:
             return state
         except BadSeriesError as error:
             return self._fail(claimed, f"bad series: {error}", retryable=False)
+        except UnknownPipelineError as error:
+            # Made by a newer node sharing the database: a retry there (or after upgrading
+            # this one) can run it.
+            return self._fail(claimed, str(error), retryable=True)
         except Exception as error:  # noqa: BLE001 - a job's failure never stops the worker
             return self._fail_unexpected(claimed, error)
         finally:
             self._current = None
 
     def run_pipeline(
-        self, claimed: jobs.ClaimedJob, files: SeriesFiles, report: Callable[[str, str], None]
+        self, claimed: jobs.ClaimedJob, files: SeriesFiles, report: Report
     ) -> list[jobs.OutputFile]:
-        """The job's pipeline (routing only makes jobs of node.config.PIPELINES)."""
-        if claimed.pipeline == "organs":
-            return organs.run(self.settings, claimed.id, files, self.segmenters, report)
-        if claimed.pipeline == "calcium":
-            return calcium.run(
-                self.settings, claimed.id, files, self.scorers, report, self.segmenters
-            )
-        raise BadSeriesError(f"no pipeline {claimed.pipeline!r} in this version of ctnode")
+        """The job's pipeline, looked up by the name its route gave it."""
+        pipeline = registry.lookup(self.pipelines, claimed.pipeline)
+        return pipeline.run(claimed.id, files, report)
 
     def _fail_unexpected(self, claimed: jobs.ClaimedJob, error: Exception) -> JobState:
         from models.calcium.inference import ModelFileError

@@ -1,7 +1,7 @@
 """`ctnode segment PATH --out FILE`: organ segmentation of one CT, without any networking.
 
 PATH is a DICOM folder (the stack series selection picks for organs, assembled as the node
-does: node.pipelines.calcium.read_source with purpose "organs") or a NIfTI/MHA file. The
+does: node.pipelines.series_reading.read_source with purpose "organs") or a NIfTI/MHA file. The
 output kind follows the name of FILE:
 
 - `.nii.gz`, `.nii`, `.mha`, `.nrrd`: the label map (uint8 models.labels.Label values, 0 =
@@ -74,7 +74,7 @@ def read_input(
     path: Path, settings: Settings, need_source: bool
 ) -> tuple[sitk.Image, list[pydicom.Dataset] | None]:
     """The CT volume and, for a DICOM folder, its source instances."""
-    from node.pipelines.calcium import BadSeriesError, SeriesFiles, read_source
+    from node.pipelines.series_reading import BadSeriesError, SeriesFiles, read_source
 
     if not path.exists():
         raise SegmentError(f"{path}: no such file or folder")

@@ -13,7 +13,9 @@ other.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ from node.config import Settings
 if TYPE_CHECKING:
     from models.organs.inference import OrganResult, OrganSegmenter
 
+LOG = logging.getLogger("ctnode.worker")
 HEART_FLAG = "heart_not_in_field_of_view"
 
 
@@ -48,6 +51,31 @@ class SegmenterCache:
                 organs = self.settings.organs
                 self._segmenter = OrganSegmenter(organs.spec_path(), device=organs.device)
             return self._segmenter
+
+    def loaded(self) -> bool:
+        return self._segmenter is not None
+
+    def preload(self) -> None:
+        """Load the model now (once: both pipelines may ask) and log how long it took, or why
+        it is not usable."""
+        from models.organs.registry import ModelFileError
+
+        if self._segmenter is not None:
+            return
+        start = time.perf_counter()
+        try:
+            segmenter = self.get()
+        except ModelFileError as error:
+            LOG.error("organ model not usable, organs jobs will fail until it is: %s", error)
+            return
+        spec = segmenter.spec
+        LOG.info(
+            "organ model %s %s loaded on %s in %.1f s",
+            spec.name,
+            spec.version,
+            segmenter.device,
+            time.perf_counter() - start,
+        )
 
     def segment(self, ct: sitk.Image, key: str) -> tuple[OrganResult, bool]:
         """The segmentation of `ct` and whether it was the remembered one (same `key`)."""

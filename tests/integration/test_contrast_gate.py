@@ -32,7 +32,9 @@ from models.calcium.result import CONTRAST_FLAG, CalciumResult
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.writer import write_case
 from node.config import load_settings
-from node.pipelines.calcium import ScorerCache, SeriesFiles, run, score_summary
+from node.pipelines.calcium import CalciumPipeline, ScorerCache, score_summary
+from node.pipelines.heart_check import SegmenterCache
+from node.pipelines.series_reading import SeriesFiles
 from node.results import codes as rc
 from node.results.capture import render_overlay
 from node.results.sr import build_calcium_sr, read_calcium_sr
@@ -144,12 +146,9 @@ def test_contrast_job_gives_a_not_scorable_sr_a_capture_and_no_seg(
     if evidence == "header":
         _add_contrast_header(paths)
     log: list[tuple[str, str]] = []
-    outputs = run(
-        settings,
-        7,
-        SeriesFiles("1.2.3", folder, paths),
-        ScorerCache(settings),
-        lambda stage, message: log.append((stage, message)),
+    pipeline = CalciumPipeline(settings, ScorerCache(settings), SegmenterCache(settings))
+    outputs = pipeline.run(
+        7, SeriesFiles("1.2.3", folder, paths), lambda stage, message: log.append((stage, message))
     )
     assert sorted(o.kind for o in outputs) == ["capture", "sr"]  # no SEG
     stages = dict(log)

@@ -18,9 +18,10 @@ import torch
 from models.calcium.result import CalciumResult
 from models.organs.registry import ModelFileError
 from node.config import load_settings
-from node.pipelines import organs
-from node.pipelines.calcium import SeriesFiles, heart_check, read_source
+from node.pipelines.calcium import heart_check
 from node.pipelines.heart_check import HEART_FLAG, SegmenterCache
+from node.pipelines.organs import OrgansPipeline
+from node.pipelines.series_reading import SeriesFiles, read_source
 from tests.organ_models import STANDIN_NAME, write_standin
 from tests.tools import dciodvfy_errors
 
@@ -62,7 +63,7 @@ def test_calcium_heart_check_then_organs_job_segment_once(setup) -> None:
     ((stage, message),) = log
     assert stage == "heart_check" and "not in the field of view" in message
 
-    outputs = organs.run(settings, 5, files, segmenters, report)
+    outputs = OrgansPipeline(settings, segmenters).run(5, files, report)
     stages = dict(log[1:])
     assert list(stages) == ["volume", "segment", "results"]
     assert "reused" in stages["segment"] and HEART_FLAG in stages["segment"]
@@ -82,4 +83,4 @@ def test_a_missing_model_is_a_model_error_not_a_bad_series(setup) -> None:
         settings, organs=dataclasses.replace(settings.organs, model="no-such-model")
     )
     with pytest.raises(ModelFileError, match="no-such-model"):
-        organs.run(missing, 6, files, SegmenterCache(missing), lambda *_: None)
+        OrgansPipeline(missing, SegmenterCache(missing)).run(6, files, lambda *_: None)

@@ -1,4 +1,4 @@
-"""node.pipelines.calcium.read_source: the job reads the database's file list, and fails the
+"""node.pipelines.series_reading.read_source: the job reads the database's file list, and fails the
 series clearly on a file it cannot use (files can reach the spool other than through the
 receiver's checks: the start-up recovery, a restore, a disk that cut a file short)."""
 
@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from node.config import load_settings
-from node.pipelines.calcium import BadSeriesError, SeriesFiles, read_source
+from node.pipelines.series_reading import BadSeriesError, SeriesFiles, read_source
 from tests.synthetic_dicom import hu_volume, write_series
 
 SLICES = 45  # 2.5 mm apart: 110 mm, enough for the calcium selection
