@@ -47,6 +47,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.character_sets import CharacterSetError, check_character_set
 from node.config import PeerSettings, Settings
 from node.db import add_received_instance, find_instance, record_event, write_session
+from node.dicom_status import (
+    ERROR_CANNOT_UNDERSTAND,
+    ERROR_CANNOT_UNDERSTAND_UNDECODABLE,
+    ERROR_CANNOT_UNDERSTAND_UNEXPECTED,
+    ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    REFUSED_OUT_OF_RESOURCES,
+    REFUSED_OUT_OF_RESOURCES_INSTANCE_TOO_LARGE,
+    SUCCESS,
+)
 from node.pixel_checks import MalformedPixelData, PixelDataMismatch, check_pixel_data
 from node.receive_dimse import OversizeDataSet, capped_dimse_handlers
 from node.receive_socket import receive_socket_handlers
@@ -83,26 +92,6 @@ TRANSFER_SYNTAXES = [
 MAX_PDU_BYTES = 1 << 20
 # Connections the kernel queues for the listener before it accepts them (listen(2)).
 LISTEN_BACKLOG = 128
-
-# C-STORE statuses (PS3.4 B.2.3).
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700  # disk full, disk or database error: the sender retries later
-# An instance over [storage] max_instance_mb. PS3.4 B.2.3 offers Refused: Out of Resources
-# (A7xx), Error: Data Set does not match SOP Class (A9xx) and Error: Cannot understand (Cxxx).
-# The data is not at fault, and was not even read, so A9xx and Cxxx would misinform; the node
-# refuses for want of a resource its operator sized, and a resend succeeds once the limit is
-# raised: Refused, Out of Resources. A7xx's low byte is free to implementations; 0xA701 lets a
-# sender's log tell this refusal from a full disk (0xA700), and senders that know only the
-# A7xx class treat both the same.
-STATUS_INSTANCE_TOO_LARGE = 0xA701
-# Pixel data whose size or frame count contradicts the Image Pixel module: the dataset breaks
-# a rule of its IOD (PS3.3 C.7.6.3), so it does not match its SOP class.
-STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-# A required UID missing or invalid, encapsulated pixel data whose items cannot be followed,
-# or a Specific Character Set that is not a defined term: the node cannot interpret it.
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_CANNOT_DECODE = 0xC210  # the dataset could not be parsed
-STATUS_UNEXPECTED_ERROR = 0xC211  # a fault in the node (pynetdicom's code for the same)
 
 # Inserting an instance races with other receivers only on a new series (PostgreSQL); the
 # second try finds the series made by the other one.
@@ -361,13 +350,15 @@ class InstanceStore:
             sop_uid = validate_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID")
             sop_class_uid = validate_uid(dataset.get("SOPClassUID"), "SOPClassUID")
         except InvalidUIDError as error:
-            return self.refuse(STATUS_CANNOT_UNDERSTAND, str(error), calling_ae, requested_uid)
+            return self.refuse(ERROR_CANNOT_UNDERSTAND, str(error), calling_ae, requested_uid)
         except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
             reason = f"cannot read the identifying UIDs ({type(error).__name__})"
-            return self.refuse(STATUS_CANNOT_DECODE, reason, calling_ae, requested_uid)
+            return self.refuse(
+                ERROR_CANNOT_UNDERSTAND_UNDECODABLE, reason, calling_ae, requested_uid
+            )
         if sop_class_uid != requested_sop_class_uid:
             return self.refuse(
-                STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 f"SOP Class UID differs from the request's ({sop_class_uid} in the dataset, "
                 f"{_uid_for_message(requested_sop_class_uid)} requested)",
                 calling_ae,
@@ -375,7 +366,7 @@ class InstanceStore:
             )
         if sop_uid != requested_sop_instance_uid:
             return self.refuse(
-                STATUS_CANNOT_UNDERSTAND,
+                ERROR_CANNOT_UNDERSTAND,
                 f"SOP Instance UID is not the request's "
                 f"({_uid_for_message(requested_sop_instance_uid)})",
                 calling_ae,
@@ -393,12 +384,12 @@ class InstanceStore:
         if (self.spool_dir / relative).exists() and self._is_duplicate(
             sop_uid, series_uid, calling_ae
         ):
-            return StoreOutcome(STATUS_SUCCESS, duplicate=True)
+            return StoreOutcome(SUCCESS, duplicate=True)
         try:
             free = shutil.disk_usage(self._existing_parent(self.spool_dir)).free
             if free < self.min_free_bytes:
                 return self.refuse(
-                    STATUS_OUT_OF_RESOURCES,
+                    REFUSED_OUT_OF_RESOURCES,
                     f"spool has {free // 2**20} MB free, below [storage] min_free_mb",
                     calling_ae,
                     sop_uid,
@@ -408,7 +399,7 @@ class InstanceStore:
             )
         except OSError as error:
             return self.refuse(
-                STATUS_OUT_OF_RESOURCES,
+                REFUSED_OUT_OF_RESOURCES,
                 f"cannot write to the spool ({error.strerror or type(error).__name__})",
                 calling_ae,
                 sop_uid,
@@ -419,12 +410,12 @@ class InstanceStore:
             try:
                 with write_session(self.sessions) as session:
                     add_received_instance(session, **row)
-                return StoreOutcome(STATUS_SUCCESS)
+                return StoreOutcome(SUCCESS)
             except IntegrityError:
                 # A concurrent association (PostgreSQL; SQLite writers queue) committed the
                 # same instance, or created the same new series, between our check and insert.
                 if self._is_duplicate(sop_uid, series_uid, calling_ae):
-                    return StoreOutcome(STATUS_SUCCESS, duplicate=True)
+                    return StoreOutcome(SUCCESS, duplicate=True)
                 if attempt + 1 == INSERT_ATTEMPTS:
                     reason = "database constraint keeps failing"
                     break
@@ -432,7 +423,7 @@ class InstanceStore:
                 reason = f"database error ({type(error).__name__})"
                 break
         # The file stays in the spool without a row; a resend rewrites it atomically.
-        return self.refuse(STATUS_OUT_OF_RESOURCES, reason, calling_ae, sop_uid)
+        return self.refuse(REFUSED_OUT_OF_RESOURCES, reason, calling_ae, sop_uid)
 
     @staticmethod
     def _content_problem(dataset: Dataset, transfer_syntax_uid: str) -> tuple[int, str] | None:
@@ -443,13 +434,16 @@ class InstanceStore:
             check_character_set(dataset)
             check_pixel_data(dataset, transfer_syntax_uid)
         except CharacterSetError as error:
-            return STATUS_CANNOT_UNDERSTAND, str(error)
+            return ERROR_CANNOT_UNDERSTAND, str(error)
         except PixelDataMismatch as error:
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, str(error)
+            return ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS, str(error)
         except MalformedPixelData as error:
-            return STATUS_CANNOT_UNDERSTAND, str(error)
+            return ERROR_CANNOT_UNDERSTAND, str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt element, whatever pydicom raises
-            return STATUS_CANNOT_DECODE, f"image attributes cannot be read ({type(error).__name__})"
+            return (
+                ERROR_CANNOT_UNDERSTAND_UNDECODABLE,
+                f"image attributes cannot be read ({type(error).__name__})",
+            )
         return None
 
     def _is_duplicate(self, sop_uid: str, series_uid: str, calling_ae: str) -> bool:
@@ -650,7 +644,7 @@ class Receiver:
         requested_sop_uid = requested if is_valid_uid(requested) else None
         if isinstance(request.DataSet, OversizeDataSet):  # dropped while it arrived
             outcome = self.store.refuse(
-                STATUS_INSTANCE_TOO_LARGE,
+                REFUSED_OUT_OF_RESOURCES_INSTANCE_TOO_LARGE,
                 f"{request.DataSet.received_bytes >> 20} MB, over "
                 f"[storage] max_instance_mb={self.store.max_instance_mb}",
                 calling_ae,
@@ -662,7 +656,7 @@ class Receiver:
             dataset = event.dataset
         except Exception as error:  # noqa: BLE001 - whatever the bytes made pydicom raise
             outcome = self.store.refuse(
-                STATUS_CANNOT_DECODE,
+                ERROR_CANNOT_UNDERSTAND_UNDECODABLE,
                 f"dataset cannot be decoded ({type(error).__name__})",
                 calling_ae,
                 requested_sop_uid,
@@ -681,7 +675,7 @@ class Receiver:
                 )
             except (OSError, SQLAlchemyError) as error:  # e.g. the database went away
                 outcome = self.store.refuse(
-                    STATUS_OUT_OF_RESOURCES,
+                    REFUSED_OUT_OF_RESOURCES,
                     f"storage unavailable ({type(error).__name__})",
                     calling_ae,
                     requested_sop_uid,
@@ -694,7 +688,7 @@ class Receiver:
                     requested_sop_uid or "(not a valid UID)",
                 )
                 outcome = self.store.refuse(
-                    STATUS_UNEXPECTED_ERROR,
+                    ERROR_CANNOT_UNDERSTAND_UNEXPECTED,
                     f"internal error ({type(error).__name__})",
                     calling_ae,
                     requested_sop_uid,
@@ -707,7 +701,7 @@ class Receiver:
             counts = self._counts.get(id(association))
             if counts is None:
                 return
-            if outcome.status != STATUS_SUCCESS:
+            if outcome.status != SUCCESS:
                 counts.refused += 1
             elif outcome.duplicate:
                 counts.duplicates += 1

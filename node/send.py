@@ -11,7 +11,7 @@ another host's claim waits for its lease to run out. After each try the delivery
 
 - transient (retried): no connection, an association rejected with result "rejected-transient"
   (PS3.8 9.3.4), an abort or a timeout, C-STORE statuses 0xA7xx "out of resources" and the
-  general 0x0110 processing failure / 0x0213 resource limitation (PS3.7 C);
+  general 0x0110 processing failure / 0x0213 resource limitation (PS3.7 Annex C);
 - permanent (not retried, `failed` at once): an association rejected "rejected-permanent"
   (unknown AE titles), no accepted presentation context for a result's SOP class, C-STORE
   statuses 0xA9xx (data set does not match SOP class), 0xCxxx (cannot understand) and
@@ -21,7 +21,8 @@ another host's claim waits for its lease to run out. After each try the delivery
 Warnings (0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007) and 0x0111 (the destination
 already has this SOP instance, e.g. from an earlier try) count as stored. After
 [send] max_attempts tries a delivery is `failed`; `ctnode jobs retry JOB` queues it again.
-Every try that changes a delivery's state is an event.
+Every try that changes a delivery's state is an event. The codes and this classification are
+named in node.dicom_status, next to the statuses the node answers as SCP.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
 from pathlib import Path
 
 import pydicom
@@ -54,32 +54,11 @@ from node.db import (
     utcnow,
     write_session,
 )
+from node.dicom_status import REJECTED_PERMANENT, Outcome, classify_status
 from node.jobs import settle_after_delivery
 from node.scu import nodelay_handlers
 
 LOG = logging.getLogger("ctnode.send")
-
-STORED_STATUSES = {0x0000, 0x0001, 0x0107, 0x0111, 0x0116, 0xB000, 0xB006, 0xB007}
-TRANSIENT_STATUSES = {0x0110, 0x0213}
-PERMANENT_STATUSES = {0x0117, 0x0122, 0x0124, 0x0211, 0x0212}
-REJECTED_PERMANENT = 0x01  # A-ASSOCIATE-RJ result (PS3.8 9.3.4); 0x02 is rejected-transient
-
-
-class Outcome(Enum):
-    SENT = "sent"
-    TRANSIENT = "transient"
-    PERMANENT = "permanent"
-
-
-def classify_status(status: int) -> Outcome:
-    """What a C-STORE response status means for the retry policy (see the module docstring)."""
-    if status in STORED_STATUSES:
-        return Outcome.SENT
-    if status in TRANSIENT_STATUSES or status & 0xFF00 == 0xA700:
-        return Outcome.TRANSIENT
-    if status in PERMANENT_STATUSES or status & 0xFF00 == 0xA900 or status & 0xF000 == 0xC000:
-        return Outcome.PERMANENT
-    return Outcome.TRANSIENT  # an unknown failure: retried, within max_attempts
 
 
 @dataclass(frozen=True)

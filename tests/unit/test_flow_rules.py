@@ -26,7 +26,7 @@ from node.db import (
     utcnow,
     write_session,
 )
-from node.send import Outcome, classify_status
+from node.dicom_status import Outcome, classify_status
 from node.series import SeriesHeader, complete_and_route, never_routed, route_refusal
 
 RULE = RouteSettings(name="chest", pipeline="calcium", description_exclude=("*scout*",))

@@ -13,13 +13,13 @@ from sqlalchemy import select
 from node.config import load_settings
 from node.db import Event, init_db, make_engine, make_session_factory
 from node.receive import (
+    ERROR_CANNOT_UNDERSTAND,
+    ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    REFUSED_OUT_OF_RESOURCES,
     REJECT_BUSY,
     REJECT_CALLED_AE,
     REJECT_CALLING_AE,
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
+    SUCCESS,
     InstanceStore,
     association_refusal,
 )
@@ -87,21 +87,19 @@ def test_store_refuses_mismatches_and_out_of_space_with_events(tmp_path: Path) -
 
     dataset, meta = _ct_instance(MRImageStorage)
     outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS")
-    assert outcome.status == STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert outcome.status == ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS
 
     dataset, meta = _ct_instance()
     outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.6", "PACS")
-    assert outcome.status == STATUS_CANNOT_UNDERSTAND
+    assert outcome.status == ERROR_CANNOT_UNDERSTAND
 
     store.min_free_bytes = 1 << 62  # more than any disk has
     outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS")
-    assert outcome.status == STATUS_OUT_OF_RESOURCES
+    assert outcome.status == REFUSED_OUT_OF_RESOURCES
     assert outcome.as_dataset().ErrorComment and len(outcome.as_dataset().ErrorComment) <= 64
 
     store.min_free_bytes = 0
-    assert store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS").status == (
-        STATUS_SUCCESS
-    )
+    assert store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS").status == (SUCCESS)
     with make_session_factory(engine)() as session:
         events = session.scalars(select(Event).where(Event.kind == "instance.rejected")).all()
     assert [e.message[:11] for e in events] == ["status 0xA9", "status 0xC0", "status 0xA7"]
@@ -115,7 +113,7 @@ def test_database_failure_is_a_transient_refusal_not_a_crash(tmp_path: Path) -> 
     store = InstanceStore(settings, make_session_factory(broken))
     dataset, meta = _ct_instance()
     outcome = store.store(dataset, b"", meta, CTImageStorage, "1.2.3.4.5", "PACS")
-    assert outcome.status == STATUS_OUT_OF_RESOURCES and "database error" in outcome.reason
+    assert outcome.status == REFUSED_OUT_OF_RESOURCES and "database error" in outcome.reason
     broken.dispose()
 
 

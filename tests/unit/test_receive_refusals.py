@@ -14,10 +14,10 @@ from sqlalchemy import select
 from node.config import load_settings
 from node.db import Event, Instance, init_db, make_session_factory
 from node.receive import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
+    ERROR_CANNOT_UNDERSTAND,
+    ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    REFUSED_OUT_OF_RESOURCES,
+    SUCCESS,
     InstanceStore,
     error_comment,
 )
@@ -81,19 +81,19 @@ def _refusals(store: InstanceStore) -> list[str]:
         (
             _instance(256, 256, bytes(512 * 512 * 2)),
             CTImageStorage,
-            STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
             "pixel data 524288 bytes, not 131072 for 256x256 at 16 bits",
         ),
         (
             _instance(SpecificCharacterSet="ISO_IR 999"),
             CTImageStorage,
-            STATUS_CANNOT_UNDERSTAND,
+            ERROR_CANNOT_UNDERSTAND,
             "Specific Character Set value 'ISO_IR 999' is not a defined term",
         ),
         (
             _instance(sop_class=MRImageStorage),
             CTImageStorage,
-            STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
             "SOP Class UID differs from the request's (1.2.840.10008.5.1.4",
         ),
     ],
@@ -116,7 +116,7 @@ def test_refusals_store_nothing_and_say_why_first(
 def test_request_uid_mismatch_comment(store: InstanceStore) -> None:
     dataset, meta = _instance()
     outcome = store.store(dataset, b"x", meta, CTImageStorage, "1.2.3.4.6", "PACS")
-    assert outcome.status == STATUS_CANNOT_UNDERSTAND
+    assert outcome.status == ERROR_CANNOT_UNDERSTAND
     assert outcome.as_dataset().ErrorComment == (
         "SOP Instance UID is not the request's (1.2.3.4.6)"
     )
@@ -126,10 +126,10 @@ def test_out_of_space_comment_names_the_cause(store: InstanceStore) -> None:
     store.min_free_bytes = 1 << 62
     dataset, meta = _instance()
     outcome = store.store(dataset, b"x", meta, CTImageStorage, UID, "PACS")
-    assert outcome.status == STATUS_OUT_OF_RESOURCES
+    assert outcome.status == REFUSED_OUT_OF_RESOURCES
     assert outcome.as_dataset().ErrorComment.startswith("spool has ")
 
 
 def test_a_consistent_instance_is_stored(store: InstanceStore) -> None:
     dataset, meta = _instance(SpecificCharacterSet=["", "ISO 2022 IR 87"])
-    assert store.store(dataset, b"x", meta, CTImageStorage, UID, "PACS").status == STATUS_SUCCESS
+    assert store.store(dataset, b"x", meta, CTImageStorage, UID, "PACS").status == SUCCESS
