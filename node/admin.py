@@ -24,6 +24,7 @@ from node.db import (
     list_series,
     utcnow,
 )
+from node.events import JOB_KIND_PREFIX, EventKind
 
 RELATIVE_TIME = re.compile(r"(?P<n>\d+(\.\d+)?)(?P<unit>[smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -101,7 +102,7 @@ def list_jobs(
 
 def timeline(events: list[Event], finished_at: datetime | None) -> list[dict]:
     """The job's stages: each state event opens one, lasting until the next state event."""
-    changes = [e for e in events if e.state is not None and e.kind.startswith("job.")]
+    changes = [e for e in events if e.state is not None and e.kind.startswith(JOB_KIND_PREFIX)]
     stages = []
     for i, event in enumerate(changes):
         if i + 1 < len(changes):
@@ -212,9 +213,19 @@ def status(session: Session, recent: timedelta = timedelta(hours=24), limit: int
         .where(
             Event.at >= since,
             or_(
-                Event.kind.in_(("delivery.failed", "delivery.retry_scheduled", "series.ignored")),
                 Event.kind.in_(
-                    ("association.rejected", "instance.rejected", "job.retry_scheduled")
+                    (
+                        EventKind.DELIVERY_FAILED,
+                        EventKind.DELIVERY_RETRY_SCHEDULED,
+                        EventKind.SERIES_IGNORED,
+                    )
+                ),
+                Event.kind.in_(
+                    (
+                        EventKind.ASSOCIATION_REJECTED,
+                        EventKind.INSTANCE_REJECTED,
+                        EventKind.JOB_RETRY_SCHEDULED,
+                    )
                 ),
             ),
         )

@@ -50,6 +50,8 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from node.events import EventKind
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 DATABASE_FILE_MODE = 0o600  # the job log names studies and series: the node's user only
@@ -253,7 +255,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    kind: Mapped[str] = mapped_column(String(64))  # dotted, e.g. "instance.rejected"
+    kind: Mapped[str] = mapped_column(String(64))  # an EventKind, e.g. "instance.rejected"
     message: Mapped[str] = mapped_column(Text)
     state: Mapped[str | None] = mapped_column(String(16))
     ae_title: Mapped[str | None] = mapped_column(AE_TITLE)
@@ -400,7 +402,7 @@ def init_db(url: str) -> Engine:
 
 def record_event(
     session: Session,
-    kind: str,
+    kind: EventKind | str,
     message: str,
     *,
     state: str | None = None,
@@ -411,10 +413,12 @@ def record_event(
 ) -> Event:
     """Add one job-log line to the session (committed with the caller's transaction).
 
+    `kind` is an EventKind, or a pipeline stage's node.events.job_stage(...).
+
     The message must hold no patient data: UIDs, AE titles and ids only.
     """
     entry = Event(
-        kind=kind,
+        kind=str(kind),  # the plain string, as the column has always held
         message=message,
         state=state,
         ae_title=ae_title,
@@ -475,7 +479,7 @@ def add_instance(
         session.flush()
         record_event(
             session,
-            "series.opened",
+            EventKind.SERIES_OPENED,
             f"first instance of series {series_uid} (study {study_uid}) from {sender_ae}",
             state=SeriesState.RECEIVING,
             ae_title=sender_ae,
@@ -484,7 +488,7 @@ def add_instance(
     elif series.state != SeriesState.RECEIVING:
         record_event(
             session,
-            "series.reopened",
+            EventKind.SERIES_REOPENED,
             f"instance {sop_instance_uid} arrived after the series was {series.state.value}",
             state=SeriesState.RECEIVING,
             ae_title=sender_ae,

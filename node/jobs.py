@@ -29,6 +29,7 @@ from node.db import (
     utcnow,
     write_session,
 )
+from node.events import EventKind, job_stage
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def claim_next(
         job.next_attempt_at = None
         record_event(
             session,
-            "job.running",
+            EventKind.JOB_RUNNING,
             f"attempt {job.attempts} by worker {worker}",
             state=JobState.RUNNING,
             series_id=job.series_id,
@@ -130,7 +131,7 @@ def release_stale(sessions: sessionmaker[Session], stale_after_s: float) -> list
         for job in stale:
             record_event(
                 session,
-                "job.requeued",
+                EventKind.JOB_REQUEUED,
                 f"worker {job.claimed_by} stopped heart-beating (last at "
                 f"{job.heartbeat_at:%H:%M:%S}); back in the queue",
                 state=JobState.QUEUED,
@@ -170,7 +171,7 @@ def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[in
                 continue  # claimed again meanwhile
             record_event(
                 session,
-                "job.requeued",
+                EventKind.JOB_REQUEUED,
                 f"worker {job.claimed_by} no longer runs on this host (pid {holder.pid} ended); "
                 "back in the queue at once",
                 state=JobState.QUEUED,
@@ -188,7 +189,7 @@ def record_stage(sessions: sessionmaker[Session], job_id: int, stage: str, messa
     """One line of the job log for a stage inside `running` (its message holds the timing)."""
     with write_session(sessions) as session:
         job = session.get(Job, job_id)
-        record_event(session, f"job.stage.{stage}", message, series_id=job.series_id, job_id=job_id)
+        record_event(session, job_stage(stage), message, series_id=job.series_id, job_id=job_id)
 
 
 def finish(
@@ -207,7 +208,7 @@ def finish(
         if job.state != JobState.RUNNING or job.claimed_by != worker:
             record_event(
                 session,
-                "job.discarded",
+                EventKind.JOB_DISCARDED,
                 f"results of worker {worker} not kept: the job is {job.state.value} now",
                 series_id=job.series_id,
                 job_id=job.id,
@@ -222,7 +223,7 @@ def finish(
             job.finished_at = now
             record_event(
                 session,
-                "job.done",
+                EventKind.JOB_DONE,
                 f"results ({kinds}) kept in the outbox: no [[destinations]] configured",
                 state=JobState.DONE,
                 series_id=job.series_id,
@@ -233,7 +234,7 @@ def finish(
         session.flush()
         record_event(
             session,
-            "job.sending",
+            EventKind.JOB_SENDING,
             f"results ({kinds}) to {', '.join(destinations)}",
             state=JobState.SENDING,
             series_id=job.series_id,
@@ -251,7 +252,7 @@ def finish(
             session.flush()
             record_event(
                 session,
-                "delivery.pending",
+                EventKind.DELIVERY_PENDING,
                 f"delivery #{delivery.id} to {name}",
                 state=DeliveryState.PENDING,
                 series_id=job.series_id,
@@ -284,7 +285,7 @@ def fail(
             job.next_attempt_at = retry_at
             record_event(
                 session,
-                "job.retry_scheduled",
+                EventKind.JOB_RETRY_SCHEDULED,
                 f"attempt {job.attempts} failed: {reason}; next try at {retry_at:%H:%M:%S} UTC",
                 state=JobState.QUEUED,
                 series_id=job.series_id,
@@ -295,7 +296,7 @@ def fail(
             job.finished_at = utcnow()
             record_event(
                 session,
-                "job.failed",
+                EventKind.JOB_FAILED,
                 f"{reason} ({'retryable' if retryable else 'not retryable'})",
                 state=JobState.FAILED,
                 series_id=job.series_id,
@@ -320,7 +321,7 @@ def settle_after_delivery(session: Session, job: Job) -> None:
         job.error = None
         record_event(
             session,
-            "job.done",
+            EventKind.JOB_DONE,
             f"results delivered to {', '.join(d.destination for d in job.deliveries)}",
             state=JobState.DONE,
             series_id=job.series_id,
@@ -332,7 +333,7 @@ def settle_after_delivery(session: Session, job: Job) -> None:
     job.error = "; ".join(f"delivery to {d.destination}: {d.last_error}" for d in failed)
     record_event(
         session,
-        "job.failed",
+        EventKind.JOB_FAILED,
         f"{job.error} (retryable: ctnode jobs retry {job.id})",
         state=JobState.FAILED,
         series_id=job.series_id,
@@ -358,7 +359,7 @@ def retry(sessions: sessionmaker[Session], job_id: int) -> str:
                 delivery.next_attempt_at = now
                 record_event(
                     session,
-                    "delivery.pending",
+                    EventKind.DELIVERY_PENDING,
                     f"delivery #{delivery.id} to {delivery.destination} re-queued by the CLI",
                     state=DeliveryState.PENDING,
                     series_id=job.series_id,
@@ -370,7 +371,7 @@ def retry(sessions: sessionmaker[Session], job_id: int) -> str:
             job.error = None
             record_event(
                 session,
-                "job.sending",
+                EventKind.JOB_SENDING,
                 f"retry from the CLI: {len(failed)} failed deliver{'y' if len(failed) == 1 else 'ies'}",
                 state=JobState.SENDING,
                 series_id=job.series_id,
@@ -384,7 +385,7 @@ def retry(sessions: sessionmaker[Session], job_id: int) -> str:
         job.retryable = None
         record_event(
             session,
-            "job.queued",
+            EventKind.JOB_QUEUED,
             "retry from the CLI: the job runs again",
             state=JobState.QUEUED,
             series_id=job.series_id,

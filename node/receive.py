@@ -56,6 +56,7 @@ from node.dicom_status import (
     REFUSED_OUT_OF_RESOURCES_INSTANCE_TOO_LARGE,
     SUCCESS,
 )
+from node.events import EventKind
 from node.pixel_checks import MalformedPixelData, PixelDataMismatch, check_pixel_data
 from node.receive_dimse import OversizeDataSet, capped_dimse_handlers
 from node.receive_socket import receive_socket_handlers
@@ -322,7 +323,7 @@ class InstanceStore:
             with write_session(self.sessions) as session:
                 record_event(
                     session,
-                    "instance.rejected",
+                    EventKind.INSTANCE_REJECTED,
                     f"status 0x{status:04X}: {what}: {reason}",
                     ae_title=calling_ae,
                     series_id=series_id,
@@ -457,7 +458,7 @@ class InstanceStore:
         with write_session(self.sessions) as session:
             record_event(
                 session,
-                "instance.duplicate",
+                EventKind.INSTANCE_DUPLICATE,
                 f"instance {sop_uid} received again from {calling_ae}; kept the first copy{note}",
                 ae_title=calling_ae,
                 series_id=existing_series_id,
@@ -596,7 +597,7 @@ class Receiver:
             with write_session(self.sessions) as session:
                 record_event(
                     session,
-                    "association.rejected",
+                    EventKind.ASSOCIATION_REJECTED,
                     f"association from {calling_ae!r} at {address} rejected: {reason}",
                     ae_title=calling_ae[:16],
                 )

@@ -55,6 +55,7 @@ from node.db import (
     write_session,
 )
 from node.dicom_status import REJECTED_PERMANENT, Outcome, classify_status
+from node.events import EventKind
 from node.jobs import settle_after_delivery
 from node.scu import nodelay_handlers
 
@@ -174,7 +175,7 @@ def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[in
                 continue  # claimed again meanwhile
             record_event(
                 session,
-                "delivery.released",
+                EventKind.DELIVERY_RELEASED,
                 f"delivery #{delivery.id} to {delivery.destination}: sender "
                 f"{delivery.claimed_by} no longer runs on this host (pid {holder.pid} ended) "
                 f"during try {delivery.attempts}; due again at once",
@@ -330,13 +331,13 @@ class Sender:
                 delivery.sent_at = utcnow()
                 delivery.last_error = None
                 delivery.next_attempt_at = None
-                kind, state = "delivery.sent", DeliveryState.SENT
+                kind, state = EventKind.DELIVERY_SENT, DeliveryState.SENT
             elif attempt.outcome is Outcome.TRANSIENT and claimed.attempt < send.max_attempts:
                 wait = send.backoff_s(claimed.attempt)
                 delivery.last_error = attempt.message
                 delivery.next_attempt_at = utcnow() + timedelta(seconds=wait)
                 note += f"; next try in {wait:g} s"
-                kind, state = "delivery.retry_scheduled", None
+                kind, state = EventKind.DELIVERY_RETRY_SCHEDULED, None
             else:
                 why = "permanent failure" if attempt.outcome is Outcome.PERMANENT else "gave up"
                 delivery.state = DeliveryState.FAILED
@@ -345,7 +346,7 @@ class Sender:
                 note += (
                     f"; {why} after {claimed.attempt} tr{'y' if claimed.attempt == 1 else 'ies'}"
                 )
-                kind, state = "delivery.failed", DeliveryState.FAILED
+                kind, state = EventKind.DELIVERY_FAILED, DeliveryState.FAILED
             record_event(
                 session,
                 kind,

@@ -38,6 +38,7 @@ from node.db import (
     utcnow,
     write_session,
 )
+from node.events import EventKind
 
 LOG = logging.getLogger("ctnode.series")
 LOCALIZER = "LOCALIZER"
@@ -162,7 +163,7 @@ def _complete_one(session: Session, settings: Settings, series_id: int) -> list[
     series.completed_at = now
     record_event(
         session,
-        "series.complete",
+        EventKind.SERIES_COMPLETE,
         f"series {series.series_uid}: {series.instance_count} instances, none for {timeout:g} s",
         state=SeriesState.COMPLETE,
         ae_title=series.sender_ae,
@@ -201,7 +202,7 @@ def route(session: Session, settings: Settings, series: Series) -> list[int]:
         series.state = SeriesState.IGNORED
         record_event(
             session,
-            "series.ignored",
+            EventKind.SERIES_IGNORED,
             f"series {series.series_uid} matches no route: " + "; ".join(reasons),
             state=SeriesState.IGNORED,
             ae_title=series.sender_ae,
@@ -219,7 +220,7 @@ def route(session: Session, settings: Settings, series: Series) -> list[int]:
         session.flush()
         record_event(
             session,
-            "job.queued",
+            EventKind.JOB_QUEUED,
             f"{pipeline} job for series {series.series_uid} ({series.instance_count} instances, "
             f"rule {rules})",
             state=JobState.QUEUED,
@@ -231,7 +232,7 @@ def route(session: Session, settings: Settings, series: Series) -> list[int]:
     series.state = SeriesState.ROUTED
     record_event(
         session,
-        "series.routed",
+        EventKind.SERIES_ROUTED,
         f"series {series.series_uid} -> {len(made)} job(s): "
         + ", ".join(f"#{job_id}" for job_id in made),
         state=SeriesState.ROUTED,
@@ -258,7 +259,7 @@ def supersede_older(session: Session, series: Series, pipeline: str, newer: Job)
         job.finished_at = job.finished_at or utcnow()
         record_event(
             session,
-            "job.superseded",
+            EventKind.JOB_SUPERSEDED,
             f"job #{job.id} ({was}) superseded by job #{newer.id}: the series changed",
             state=JobState.SUPERSEDED,
             series_id=series.id,
@@ -273,7 +274,7 @@ def supersede_older(session: Session, series: Series, pipeline: str, newer: Job)
             delivery.next_attempt_at = None
             record_event(
                 session,
-                "delivery.failed",
+                EventKind.DELIVERY_FAILED,
                 f"delivery #{delivery.id} to {delivery.destination}: {delivery.last_error}",
                 state=DeliveryState.FAILED,
                 series_id=series.id,

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.db import Instance, add_instance, record_event, write_session
+from node.events import EventKind
 from node.receive import instance_row
 from node.spool import INSTANCE_SUFFIX, InvalidUIDError, instance_relative_path, validate_uid
 
@@ -54,7 +55,7 @@ def register_unrecorded_instances(spool_dir: Path, sessions: sessionmaker[Sessio
             instance = add_instance(session, **row)
             record_event(
                 session,
-                "instance.recovered",
+                EventKind.INSTANCE_RECOVERED,
                 f"instance {row['sop_instance_uid']} was in the spool without a database row "
                 "(a crash or power cut after it was stored); registered at start",
                 ae_title=row["sender_ae"],

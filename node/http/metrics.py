@@ -54,6 +54,7 @@ from node.db import (
     SeriesState,
     utcnow,
 )
+from node.events import JOB_KIND_PREFIX, JOB_STAGE_PREFIX, EventKind
 
 LOG = logging.getLogger("ctnode.http")
 
@@ -104,8 +105,8 @@ def job_stage_durations(events: list[tuple[str, str | None, datetime]]) -> Itera
     start = finals[-2] + 1 if len(finals) > 1 else 0
     attempt = events[start : finals[-1] + 1]
     for (_kind, _state, before), (kind, _, at) in zip(attempt, attempt[1:], strict=False):
-        if kind.startswith("job.stage."):
-            yield kind.removeprefix("job.stage."), (at - before).total_seconds()
+        if kind.startswith(JOB_STAGE_PREFIX):
+            yield kind.removeprefix(JOB_STAGE_PREFIX), (at - before).total_seconds()
     changes = [(state, at) for _kind, state, at in attempt if state is not None]
     for (state, began), (_next, ended) in zip(changes, changes[1:], strict=False):
         yield state, (ended - began).total_seconds()
@@ -145,7 +146,7 @@ class StageDurations:
         events: dict[int, list] = defaultdict(list)
         rows = session.execute(
             select(Event.job_id, Event.kind, Event.state, Event.at)
-            .where(Event.job_id.in_(pipelines), Event.kind.like("job.%"))
+            .where(Event.job_id.in_(pipelines), Event.kind.like(f"{JOB_KIND_PREFIX}%"))
             .order_by(Event.job_id, Event.at, Event.id)
         )
         for job_id, kind, state, at in rows:
@@ -234,7 +235,9 @@ class NodeCollector(Collector):
         )
         status = func.substr(Event.message, STATUS_OFFSET, STATUS_LENGTH)
         refused = session.execute(
-            select(status, func.count()).where(Event.kind == "instance.rejected").group_by(status)
+            select(status, func.count())
+            .where(Event.kind == EventKind.INSTANCE_REJECTED)
+            .group_by(status)
         ).all()
         yield _counter(
             "ctnode_instances_refused",
@@ -285,25 +288,25 @@ class NodeCollector(Collector):
 
 # Counters that are counts of one kind of job-log line: kind -> (metric name, help).
 EVENT_COUNTERS = {
-    "association.rejected": (
+    EventKind.ASSOCIATION_REJECTED: (
         "ctnode_associations_rejected",
         "Associations rejected (unknown peer, wrong host or called AE, too many; whole "
         "installation)",
     ),
-    "series.complete": (
+    EventKind.SERIES_COMPLETE: (
         "ctnode_series_completed",
         "Times a series became complete (idle for its timeout; whole installation)",
     ),
-    "series.ignored": (
+    EventKind.SERIES_IGNORED: (
         "ctnode_series_ignored",
         "Complete series that matched no routing rule (whole installation)",
     ),
-    "delivery.failed": (
+    EventKind.DELIVERY_FAILED: (
         "ctnode_deliveries_failed",
         "Deliveries that failed for good (the retry policy gave up, or the job was "
         "superseded; whole installation)",
     ),
-    "delivery.retry_scheduled": (
+    EventKind.DELIVERY_RETRY_SCHEDULED: (
         "ctnode_delivery_retries",
         "Failed tries of a delivery that were scheduled again (whole installation)",
     ),
