@@ -70,4 +70,3 @@ def test_a_job_of_an_unknown_pipeline_fails_retryable_with_the_reason(node) -> N
         )
         kinds = [e.kind for e in session.query(Event).filter_by(job_id=job_id).order_by(Event.id)]
     assert kinds[-1] == EventKind.JOB_FAILED
-
