@@ -351,3 +351,23 @@ def test_purge_on_postgresql(postgres_url: str, tmp_path: Path) -> None:  # noqa
     report = purge(node.settings, node.sessions, now=t0 + 8 * DAY)
     assert report.purged == [delivered.series_uid]
     assert _gone(node, delivered) and _intact(node, pending)
+
+
+def test_the_scheduler_purges_at_start(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ctnode serve` runs a retention pass at start (and every check_interval_s): here it
+    finishes a purge a crash interrupted."""
+    from node.scheduler import Scheduler
+    from tests.nodeproc import wait_for
+
+    made = make_series(node, utcnow())
+    monkeypatch.setattr(retention, "_delete_files", lambda *a: sys.exit("crash"))
+    with pytest.raises(SystemExit):
+        purge(node.settings, node.sessions, now=utcnow() + 8 * DAY)
+    monkeypatch.undo()
+    scheduler = Scheduler(node.settings, node.sessions, sender=None)
+    scheduler.start()
+    try:
+        wait_for(lambda: not made.folder.exists(), 10, "the scheduler's retention pass")
+    finally:
+        scheduler.stop()
+    assert _gone(node, made)
