@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, func, or_, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from node.config import Settings
 from node.db import (
@@ -178,6 +178,9 @@ def find_purgeable(session: Session, cutoff: datetime) -> list[PurgeCandidate]:
             Series.last_received_at < cutoff,
         )
         .order_by(Series.last_received_at, Series.id)
+        # Jobs and deliveries of all candidates in two queries, not two per series: series
+        # that stay (failed, kept without a destination) are looked at again every pass.
+        .options(selectinload(Series.jobs).selectinload(Job.deliveries))
     )
     found = []
     for series in session.scalars(query):
