@@ -138,7 +138,8 @@ def _job(job: dict) -> list[dict]:
     from training.phantoms_alt.variants import contrast_variant, fov_crop, fov_resampled
 
     contrast = job.get("contrast", False)
-    case = generate_case(job["seed"], job["category"], AltOptions(contrast=contrast))
+    options = AltOptions(matrix=job.get("matrix", 512), contrast=contrast)
+    case = generate_case(job["seed"], job["category"], options)
     variants = [("alt", case)]
     if job.get("fov"):
         variants.append(("fov_crop", fov_crop(case)))
@@ -360,7 +361,8 @@ def plan_jobs(args) -> list[dict]:
         from training.phantoms_alt.output import plan
 
         jobs += [{"style": "alt", "index": i, "seed": s, "category": c, "fov": args.fov,
-                  "fov_resampled": args.fov_resampled, "contrast": i < args.n_contrast}
+                  "fov_resampled": args.fov_resampled, "contrast": i < args.n_contrast,
+                  "matrix": args.alt_matrix}
                  for i, s, c in plan(args.n_alt, args.alt_seed)]  # fmt: skip
     return jobs
 
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-own", type=int, default=200)
     parser.add_argument("--n-alt", type=int, default=100)
     parser.add_argument("--alt-seed", type=int, default=ALT_SEED)
+    parser.add_argument("--alt-matrix", type=int, default=512, help="alt in-plane matrix")
     parser.add_argument("--fov", action="store_true", help="also score cardiac-FOV crops (alt)")
     parser.add_argument("--fov-resampled", action="store_true",
                         help="also score the crops resampled to 512 x 512")  # fmt: skip

@@ -3,7 +3,8 @@
 Writes DIR/case_NNNNN/ (image.nii.gz, labels.nii.gz, truth.json, dicom/ with --dicom) for N
 cases balanced over the five risk categories; --fov adds case_NNNNN_fov/ (the cardiac field of
 view as a sub-array) and case_NNNNN_fov512/ (resampled to 512 x 512); --contrast adds
-case_NNNNN_contrast/ (blood pool 200-450 HU). Evaluation only: never train on these.
+case_NNNNN_contrast/ (blood pool 200-450 HU; with --fov also case_NNNNN_fov_contrast/).
+Evaluation only: never train on these.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _make(job) -> dict:
         made += [(f"{name}_fov", fov_crop(case)), (f"{name}_fov512", fov_resampled(case))]
     if args.contrast:
         made.append((f"{name}_contrast", contrast_variant(case)))
+        if args.fov:
+            made.append((f"{name}_fov_contrast", contrast_variant(fov_crop(case))))
     for folder, variant in made:
         write_case(variant, args.out / folder, args.dicom, args.contrast_header)
     return {"case": name, "seed": seed, "target_category": category,

@@ -54,7 +54,7 @@ class AltOptions:
 class AltCase:
     seed: int
     target_category: int | None
-    variant: str  # full, fov_crop, fov_resampled, contrast
+    variant: str  # full, fov_crop, fov_resampled, contrast, fov_crop_contrast, ...
     grid: Grid
     acquisition: Acquisition
     patient: Patient
@@ -72,7 +72,7 @@ class AltCase:
         return self.grid.spacing
 
     def truth_dict(self) -> dict:
-        contrast = self.variant == "contrast"
+        contrast = self.variant.endswith("contrast")
         return {
             "generator": GENERATOR,
             "version": VERSION,

@@ -22,6 +22,10 @@ INTERCEPT = -1024
 UID_PREFIX = "1.2.826.0.1.3680043.10.1425."  # any org root works for synthetic data
 
 
+SERIES_NUMBERS = {"full": 2, "fov_crop": 3, "fov_resampled": 4, "contrast": 5,
+                  "fov_crop_contrast": 6, "fov_resampled_contrast": 7}  # fmt: skip
+
+
 def _uid(*parts) -> str:
     return generate_uid(UID_PREFIX, entropy_srcs=[GENERATOR, VERSION, *map(str, parts)])
 
@@ -53,7 +57,7 @@ def write_series(case: AltCase, folder: Path, contrast_header: bool = False) -> 
     base.StudyDate, base.StudyTime = "20260101", "120000"
     base.StudyID, base.AccessionNumber, base.ReferringPhysicianName = "1", "", ""
     base.SeriesInstanceUID = series
-    base.SeriesNumber = {"full": 2, "fov_crop": 3, "fov_resampled": 4, "contrast": 5}[case.variant]
+    base.SeriesNumber = SERIES_NUMBERS.get(case.variant, 9)
     base.SeriesDescription = f"{GENERATOR} {case.variant}"
     base.Modality = "CT"
     base.Manufacturer = "ctnode synthetic"
@@ -77,7 +81,7 @@ def write_series(case: AltCase, folder: Path, contrast_header: bool = False) -> 
     base.PixelRepresentation = 0
     base.RescaleIntercept, base.RescaleSlope, base.RescaleType = str(INTERCEPT), "1", "HU"
     base.WindowCenter, base.WindowWidth = "40", "400"
-    if contrast_header and case.variant == "contrast":
+    if contrast_header and case.variant.endswith("contrast"):
         base.ContrastBolusAgent = "IODINE"
         base.ContrastBolusRoute = "IV"
     files = []

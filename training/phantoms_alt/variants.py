@@ -52,9 +52,12 @@ def fov_crop(case: AltCase, fov_mm: float = CARDIAC_FOV_MM) -> AltCase:
     labels = np.ascontiguousarray(case.labels[box])
     acq = replace(case.acquisition, fov_mm=round(grid.shape[2] * grid.spacing[2], 1),
                   matrix=grid.shape[2])  # fmt: skip
+    enhanced = (
+        None if case.contrast_image is None else np.ascontiguousarray(case.contrast_image[box])
+    )
     return replace(case, variant="fov_crop", grid=grid, acquisition=acq, image=image,
                    labels=labels, truth=agatston(image, labels, grid.spacing),
-                   contrast_image=None)  # fmt: skip
+                   contrast_image=enhanced)  # fmt: skip
 
 
 def fov_resampled(case: AltCase, matrix: int = 512, fov_mm: float = CARDIAC_FOV_MM) -> AltCase:
@@ -75,13 +78,18 @@ def fov_resampled(case: AltCase, matrix: int = 512, fov_mm: float = CARDIAC_FOV_
                             (1, 0, 0, 0, 1, 0, 0, 0, 1), 0, pixel_type)  # fmt: skip
         return sitk.GetArrayFromImage(out)
 
-    hu = resample(crop.image.astype(np.float32), sitk.sitkLinear, sitk.sitkFloat32)
-    image = np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
+    def resample_hu(array):
+        hu = resample(array.astype(np.float32), sitk.sitkLinear, sitk.sitkFloat32)
+        return np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
+
+    image = resample_hu(crop.image)
+    enhanced = None if crop.contrast_image is None else resample_hu(crop.contrast_image)
     labels = resample(crop.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
     grid = Grid((g.shape[0], matrix, matrix), (g.spacing[0], pixel, pixel), origin)
     acq = replace(crop.acquisition, matrix=matrix)
     return replace(crop, variant="fov_resampled", grid=grid, acquisition=acq, image=image,
-                   labels=labels, truth=agatston(image, labels, grid.spacing))  # fmt: skip
+                   labels=labels, truth=agatston(image, labels, grid.spacing),
+                   contrast_image=enhanced)  # fmt: skip
 
 
 def contrast_variant(case: AltCase) -> AltCase:
@@ -89,4 +97,5 @@ def contrast_variant(case: AltCase) -> AltCase:
     the unenhanced twin's (Agatston is not defined with iodine in the blood)."""
     if case.contrast_image is None:
         raise ValueError("the case was made without AltOptions(contrast=True)")
-    return replace(case, variant="contrast", image=case.contrast_image, contrast_image=None)
+    variant = "contrast" if case.variant == "full" else f"{case.variant}_contrast"
+    return replace(case, variant=variant, image=case.contrast_image, contrast_image=None)
