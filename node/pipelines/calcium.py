@@ -69,10 +69,10 @@ def read_source(
     """The instances of the stack chosen for `purpose` ("calcium" or "organs": its selection
     rule and its [section] min_slices), the CT volume assembled from them (node.volume's
     planning and assembly), and a line for the job log."""
-    from node.assembly import assemble
-    from node.selection import select_for_calcium, select_for_organs
-    from node.stack_geometry import AssemblyError
     from node.volume import plan_folder
+    from node.volume.assembly import assemble
+    from node.volume.geometry import AssemblyError
+    from node.volume.selection import select_for_calcium, select_for_organs
 
     min_slices = getattr(settings, purpose).min_slices
     select = select_for_organs if purpose == "organs" else select_for_calcium

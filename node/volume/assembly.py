@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from node.dicom_stacks import Stack
-from node.pixels import AIR_HU, PixelDataError, read_stored, to_hu
-from node.stack_geometry import AssemblyError, StackGeometry, plan_geometry
+from node.volume.geometry import AssemblyError, StackGeometry, plan_geometry
+from node.volume.pixels import AIR_HU, PixelDataError, read_stored, to_hu
+from node.volume.stacks import Stack
 
 __all__ = ["AssembledStack", "AssemblyError", "assemble"]
 

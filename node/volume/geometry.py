@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from node.dicom_headers import FrameHeader
-from node.dicom_stacks import Stack, slice_normal
+from node.volume.headers import FrameHeader
+from node.volume.stacks import Stack, slice_normal
 
 log = logging.getLogger(__name__)
 

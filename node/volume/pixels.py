@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from pydicom.pixels import pixel_array
 
-from node.dicom_headers import FrameHeader, PixelLayout
+from node.volume.headers import FrameHeader, PixelLayout
 
 AIR_HU = -1024  # what padding and out-of-field pixels become
 INT16_MAX = np.iinfo(np.int16).max

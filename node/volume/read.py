@@ -1,8 +1,8 @@
 """CT series -> one CT volume (SimpleITK image in HU): the entry point the rest of the node uses.
 
-`plan_folder` finds the stacks in a folder (node.dicom_stacks), works out each one's geometry
-(node.stack_geometry) and picks the one to score (node.selection), with a reason for every
-decision; `read_ct` assembles the chosen stack (node.assembly).
+`plan_folder` finds the stacks in a folder (node.volume.stacks), works out each one's
+geometry (node.volume.geometry) and picks the one to score (node.volume.selection), with a
+reason for every decision; `read_ct` assembles the chosen stack (node.volume.assembly).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from node.assembly import assemble
 from node.config import AssemblySettings
-from node.dicom_stacks import Stack, StackScan, find_stacks
-from node.selection import Candidate, SelectionPlan, select_for_calcium
-from node.stack_geometry import AssemblyError, StackGeometry, plan_geometry
+from node.volume.assembly import assemble
+from node.volume.geometry import AssemblyError, StackGeometry, plan_geometry
+from node.volume.selection import Candidate, SelectionPlan, select_for_calcium
+from node.volume.stacks import Stack, StackScan, find_stacks
 
 __all__ = ["AssemblyError", "StackPlan", "VolumePlan", "plan_folder", "read_ct"]
 
@@ -45,7 +45,8 @@ def plan_folder(
     select: Callable[[list[Candidate]], SelectionPlan] = select_for_calcium,
 ) -> VolumePlan:
     """Stacks, their geometry, exclusions and the choice of `select` (by default the
-    calcium-scoring choice; node.selection.select_for_organs for organs) for a DICOM folder."""
+    calcium-scoring choice; node.volume.selection.select_for_organs for organs) for a DICOM
+    folder."""
     settings = settings or AssemblySettings()
     scan = find_stacks(path, allow_reformats=settings.allow_reformats)
     plans, candidates = [], []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from node.dicom_stacks import Stack
+from node.volume.stacks import Stack
 
 AXIAL = "axial"
 MIN_COVERAGE_MM = 100.0

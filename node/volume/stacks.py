@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node.dicom_headers import CT_STORAGE, FrameHeader, Unreadable, scan_paths
+from node.volume.headers import CT_STORAGE, FrameHeader, Unreadable, scan_paths
 
 NODE_MANUFACTURER = "ctnode"  # what the node writes into the objects it creates
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines closer than this are the same orientation

@@ -21,12 +21,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from node.assembly import assemble
-from node.dicom_headers import PixelLayout, read_frame_headers
-from node.dicom_stacks import find_stacks
-from node.pixels import AIR_HU, to_hu
-from node.selection import kernel_class
-from node.stack_geometry import AssemblyError, plan_geometry
+from node.volume.assembly import assemble
+from node.volume.geometry import AssemblyError, plan_geometry
+from node.volume.headers import PixelLayout, read_frame_headers
+from node.volume.pixels import AIR_HU, to_hu
+from node.volume.selection import kernel_class
+from node.volume.stacks import find_stacks
 from tests.synthetic_dicom import ct_slice, enhanced_ct, hu_volume, write_series
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pydicom
 
-from node.selection import select_for_calcium, select_for_organs
 from node.volume import plan_folder
+from node.volume.selection import select_for_calcium, select_for_organs
 from tests.synthetic_dicom import hu_volume, write_series
 
 
