@@ -86,7 +86,7 @@ def test_organs_rule_is_commented_out_of_the_defaults_and_valid_when_a_site_adds
     """The shipped organ model does not segment yet, so the embedded defaults route calcium
     only; the organs rule in config.toml, uncommented into a site file, is a valid rule."""
     assert [r.pipeline for r in load_settings(environ={}).routes] == ["calcium"]
-    text = (Path(__file__).resolve().parents[2] / "config.toml").read_text()
+    text = (Path(__file__).resolve().parents[3] / "config.toml").read_text()
     calcium = text[text.index("\n[[routes]]\n") : text.index("# Organ segmentation is not routed")]
     block = text[text.index('# [[routes]]\n# name = "chest-ct-organs"') :]
     organs = [line[2:] for line in block.splitlines()[:10]]

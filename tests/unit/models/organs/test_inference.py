@@ -29,7 +29,7 @@ from models.organs.inference import (
     tile_plan,
 )
 from models.organs.unet import UNet3D
-from tests.unit.test_organ_registry import tiny_spec
+from tests.unit.models.organs.test_registry import tiny_spec
 
 LUT = [int(label) for label in UNET_CHANNELS]
 

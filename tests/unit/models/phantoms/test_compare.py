@@ -21,7 +21,7 @@ from models.phantoms.compare import (
     volume_from_image,
 )
 
-REAL = Path(__file__).resolve().parents[3] / "shared/data/real/lung_pet_ct_dx_A0001"
+REAL = Path(__file__).resolve().parents[5] / "shared/data/real/lung_pet_ct_dx_A0001"
 SOFT = REAL / "series_soft_kernel"
 
 TRUE_HU = {"lung": -850.0, "fat": -100.0, "soft tissue": 50.0, "blood": 30.0, "bone": 700.0}
