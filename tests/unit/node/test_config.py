@@ -113,3 +113,48 @@ def test_environment_overrides_node_settings() -> None:
     )
     assert settings.node.port == 4242
     assert settings.node.accept_unknown_peers is True
+
+
+def test_routes_from_a_site_file_and_their_checks(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[routes]]\nname = "thin"\npipeline = "calcium"\nmax_slice_thickness_mm = 3.0\n'
+        'description_include = ["*chest*"]\n'
+    )
+    (route,) = load_settings(site, environ={}).routes
+    assert route.max_slice_thickness_mm == 3.0 and route.description_include == ("*chest*",)
+    assert route.modalities == ("CT",)  # the defaults of a rule
+    site.write_text('[[routes]]\nname = "x"\npipeline = "organs-v9"\n')
+    with pytest.raises(ConfigError, match="pipeline"):
+        load_settings(site, environ={})
+
+
+def test_organs_rule_is_commented_out_of_the_defaults_and_valid_when_a_site_adds_it(
+    tmp_path: Path,
+) -> None:
+    """The shipped organ model does not segment yet, so the embedded defaults route calcium
+    only; the organs rule in config.toml, uncommented into a site file, is a valid rule."""
+    assert [r.pipeline for r in load_settings(environ={}).routes] == ["calcium"]
+    text = (Path(__file__).resolve().parents[3] / "config.toml").read_text()
+    calcium = text[text.index("\n[[routes]]\n") : text.index("# Organ segmentation is not routed")]
+    block = text[text.index('# [[routes]]\n# name = "chest-ct-organs"') :]
+    organs = [line[2:] for line in block.splitlines()[:10]]
+    site = tmp_path / "site.toml"
+    site.write_text(calcium + "\n".join(organs) + "\n")
+    routes = load_settings(site, environ={}).routes
+    assert [(r.name, r.pipeline) for r in routes] == [
+        ("chest-ct-calcium", "calcium"),
+        ("chest-ct-organs", "organs"),
+    ]
+    assert routes[1].description_exclude == routes[0].description_exclude
+    site.write_text('[[routes]]\nname = "x"\npipeline = "calcium"\nmodalities = "CT"\n')
+    with pytest.raises(ConfigError, match="modalities"):
+        load_settings(site, environ={})
+
+
+def test_backoff_doubles_up_to_the_maximum() -> None:
+    send = load_settings(environ={"CTNODE_SEND__BACKOFF_INITIAL_S": "10"}).send
+    assert [send.backoff_s(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert send.backoff_s(20) == send.backoff_max_s
+    with pytest.raises(ConfigError, match="backoff"):
+        load_settings(environ={"CTNODE_SEND__BACKOFF_INITIAL_S": "9999"})

@@ -9,7 +9,6 @@ computes what the torch network computes.
 
 from __future__ import annotations
 
-from hashlib import sha256
 from pathlib import Path
 
 import h5py
@@ -20,7 +19,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from models.organs.importers import KERAS_TO_TORCH, import_network
-from models.organs.install import read_source
 from models.organs.registry import ModelFileError
 from models.organs.unet import CONTEXT_MARGIN, UNet3D
 
@@ -343,18 +341,3 @@ def test_wrong_files_raise(tmp_path):
         import_network(tmp_path / "junk.onnx")
     with pytest.raises(ModelFileError, match="not '.pth'"):
         import_network(tmp_path / "model.pth")
-
-
-def test_read_source_checks_the_publishers_sha256(tmp_path):
-    path = tmp_path / "unet.h5"
-    write_keras_h5(random_net(), path, full_model=False)
-    digest = sha256(path.read_bytes()).hexdigest()
-    assert read_source(path).sha256 == digest
-    assert read_source(path, digest.upper()).data == path.read_bytes()
-    with pytest.raises(ModelFileError, match="not 64 hexadecimal digits"):
-        read_source(path, "abc")
-    damaged = bytearray(path.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF  # in place: same size
-    path.write_bytes(bytes(damaged))
-    with pytest.raises(ModelFileError, match=f"not the expected {digest}"):
-        read_source(path, digest)

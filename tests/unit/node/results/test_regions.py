@@ -1,4 +1,4 @@
-"""Feedback regions (the threshold the SEG and the overlay share) and the algorithm identity."""
+"""Feedback regions: the threshold the SEG and the overlay share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import SimpleITK as sitk
 
 from models.calcium.result import CalciumResult
-from node.results.equipment import algorithm_identity, software_version
 from node.results.regions import MIN_DENSITY_AU_PER_MM3, feedback_per_slice, feedback_regions
 
 
@@ -67,10 +66,3 @@ def test_feet_first_grid() -> None:
     values[0, 0, 1] = 1.0
     regions = feedback_regions(result_with({"RCA": part_of(ct, values, (4, 5, 6))}), ct)
     assert [tuple(v) for v in np.argwhere(regions["RCA"])] == [(6, 5, 5)]
-
-
-def test_algorithm_identity() -> None:
-    assert algorithm_identity(result_with({})) == ("ctnode calcium", software_version())
-    named = result_with({})
-    named.model = "ctnode-calcium 2026.1"
-    assert algorithm_identity(named) == ("ctnode-calcium", "2026.1")

@@ -1,15 +1,16 @@
-"""Which stack the organs pipeline segments: the calcium choice when there is one, otherwise any
-axial stack of at least 10 slices, contrast-enhanced or short ones included (organ segmentation
-needs neither non-contrast blood nor the whole heart)."""
+"""Stack selection: kernel classes, and which stack the organs pipeline segments: the calcium
+choice when there is one, otherwise any axial stack of at least 10 slices, contrast-enhanced or
+short ones included (organ segmentation needs neither non-contrast blood nor the whole heart)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from node.volume import plan_folder
-from node.volume.selection import select_for_calcium, select_for_organs
+from node.volume.selection import kernel_class, select_for_calcium, select_for_organs
 from tests.synthetic_dicom import hu_volume, write_series
 
 
@@ -47,3 +48,25 @@ def test_short_stacks_organs_yes_below_ten_slices_no(tmp_path: Path) -> None:
     write_series(tmp_path / "tiny", hu_volume(6))
     organs = plan_folder(tmp_path / "tiny", select=select_for_organs).selection
     assert organs.chosen is None and "only 6 slices" in " ".join(organs.reasons.values())
+
+
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [
+        ("B30f", "soft"),
+        ("Br38f\\3", "soft"),
+        ("B70f", "sharp"),
+        ("Br64", "sharp"),
+        ("STANDARD", "soft"),
+        ("LUNG", "sharp"),
+        ("BONEPLUS", "sharp"),
+        ("B", "soft"),
+        ("L", "sharp"),
+        ("YA", "sharp"),
+        ("FC03", "soft"),
+        ("FC52", "sharp"),
+        ("", "unknown"),
+    ],
+)
+def test_kernel_classes(kernel: str, expected: str) -> None:
+    assert kernel_class(kernel) == expected
