@@ -287,6 +287,9 @@ class PeerSettings:
     host: str
     port: int
     complete_after_s: float | None = None
+    # The peer must associate over TLS ([tls] listener); its associations on the plain port
+    # are rejected.
+    tls: bool = False
 
     def __post_init__(self) -> None:
         key = f"peers[{self.name}]"
@@ -303,6 +306,7 @@ class DestinationSettings:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # associate over TLS (node.tls), verifying the destination's certificate
 
     def __post_init__(self) -> None:
         check_remote(self, f"destinations[{self.name}]")
@@ -352,6 +356,44 @@ class HttpSettings:
             )
 
 
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long delivered series are kept (node.retention); 0 keeps everything forever."""
+
+    keep_days: float = 7
+    check_interval_s: float = 3600
+
+    def __post_init__(self) -> None:
+        if self.keep_days < 0:
+            raise ConfigError(f"retention.keep_days must be >= 0, got {self.keep_days}")
+        if self.check_interval_s <= 0:
+            raise ConfigError(
+                f"retention.check_interval_s must be > 0, got {self.check_interval_s}"
+            )
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """DICOM over TLS (node.tls): the TLS listener, and the files TLS associations use both
+    ways (the node's certificate and key, the CA that signs peers' and destinations')."""
+
+    enabled: bool = False
+    port: int = 2762
+    certificate: str = ""
+    key: str = ""
+    ca: str = ""
+    require_client_cert: bool = True
+
+    def __post_init__(self) -> None:
+        check_port(self.port, "tls.port", allow_zero=True)
+        if self.enabled and not (self.certificate and self.key):
+            raise ConfigError("tls.enabled needs tls.certificate and tls.key (PEM files)")
+        if self.enabled and self.require_client_cert and not self.ca:
+            raise ConfigError(
+                "tls.require_client_cert needs tls.ca, the CA that signs the peers' certificates"
+            )
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -384,6 +426,16 @@ class Settings:
     assembly: AssemblySettings
     http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
+    retention: RetentionSettings = RetentionSettings()
+    tls: TlsSettings = TlsSettings()
+
+    def __post_init__(self) -> None:
+        tls_peers = [peer.name for peer in self.peers if peer.tls]
+        if tls_peers and not self.tls.enabled:
+            raise ConfigError(
+                f"[[peers]] {tls_peers} have tls = true but [tls] enabled is false: "
+                "they could not associate at all"
+            )
 
     def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
         """The configured peer with this AE title (trailing spaces ignored, as DICOM pads)."""
@@ -411,6 +463,8 @@ SECTIONS: dict[str, type] = {
     "assembly": AssemblySettings,
     "http": HttpSettings,
     "logging": LoggingSettings,
+    "retention": RetentionSettings,
+    "tls": TlsSettings,
 }
 LIST_SECTIONS: dict[str, type] = {
     "peers": PeerSettings,

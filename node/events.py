@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     DELIVERY_RETRY_SCHEDULED = "delivery.retry_scheduled"
     DELIVERY_FAILED = "delivery.failed"
     DELIVERY_RELEASED = "delivery.released"
+    # Retention (node.retention)
+    RETENTION_PURGED = "retention.purged"
 
 
 def job_stage(stage: str) -> str:

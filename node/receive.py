@@ -68,6 +68,7 @@ from node.spool import (
     validate_uid,
     write_durably,
 )
+from node.tls import handshake_handlers, is_tls, listener_context
 
 LOG = logging.getLogger("ctnode.receive")
 
@@ -174,14 +175,20 @@ def busy_refusal(settings: Settings) -> AssociationRefusal:
 
 
 def association_refusal(
-    settings: Settings, calling_ae: str, called_ae: str, address: str, active: int = 1
+    settings: Settings,
+    calling_ae: str,
+    called_ae: str,
+    address: str,
+    active: int = 1,
+    over_tls: bool = False,
 ) -> AssociationRefusal | None:
     """Why an association request must be rejected, or None to accept it.
 
     The calling AE title must belong to a [[peers]] entry (unless accept_unknown_peers), and
     with check_peer_host the request must come from that peer's host. `active` counts the
     associations being served, this request included; beyond max_associations the refusal is
-    transient (the sender retries later).
+    transient (the sender retries later). A peer configured with tls = true must come over
+    the TLS listener (`over_tls`).
     """
     calling, called = calling_ae.strip(), called_ae.strip()
     if active > settings.node.max_associations:
@@ -197,6 +204,11 @@ def association_refusal(
     if peer is None:
         return AssociationRefusal(
             f"calling AE title {calling!r} is not a configured peer", REJECT_CALLING_AE
+        )
+    if peer.tls and not over_tls:
+        return AssociationRefusal(
+            f"peer {peer.name!r} must associate over TLS ([tls] port), not the plain port",
+            REJECT_CALLING_AE,
         )
     if settings.node.check_peer_host:
         try:
@@ -489,6 +501,7 @@ class Receiver:
         self.sessions = sessions
         self.store = InstanceStore(settings, sessions)
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None  # [tls] enabled
         self._counts: dict[int, AssociationCounts] = {}
         self.slots = AssociationSlots(settings.node.max_associations)
         self._counts_lock = threading.Lock()
@@ -527,6 +540,14 @@ class Receiver:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """(bind address, port) of the TLS listener; None when [tls] is not enabled."""
+        if self._tls_server is None:
+            return None
+        host, port = self._tls_server.server_address[:2]
+        return str(host), int(port)
+
     def start(self) -> None:
         handlers = [
             *nodelay_handlers(),  # Nagle off on accepted connections too (DESIGN.md conventions)
@@ -539,15 +560,26 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
             (evt.EVT_C_STORE, self._on_c_store),
         ]
-        node = self.settings.node
-        self._server = self._make_ae().start_server(
-            (node.bind, node.port), block=False, evt_handlers=handlers
-        )
+        node, tls = self.settings.node, self.settings.tls
+        ae = self._make_ae()
+        self._server = ae.start_server((node.bind, node.port), block=False, evt_handlers=handlers)
         # socketserver's backlog of 5 drops the SYN of a sender that connects during a burst of
         # connections (health checks, a scan), which then waits a second or more to retry.
         self._server.socket.listen(LISTEN_BACKLOG)
         host, port = self.address
         LOG.info("listening as %s on %s:%d", node.ae_title, host, port)
+        if tls.enabled:
+            # A second listener, TLS only, beside the plain one (node.tls); the handshake runs
+            # first in each connection's own thread.
+            self._tls_server = ae.start_server(
+                (node.bind, tls.port),
+                block=False,
+                evt_handlers=[*handshake_handlers(node.network_timeout_s), *handlers],
+                ssl_context=listener_context(tls),
+            )
+            self._tls_server.socket.listen(LISTEN_BACKLOG)
+            host, port = self.tls_address
+            LOG.info("listening as %s on %s:%d (TLS)", node.ae_title, host, port)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let running associations finish for up to grace_s, abort the rest.
@@ -555,14 +587,16 @@ class Receiver:
         Aborting is safe: an instance is acknowledged only once it is stored, so the sender
         resends whatever was in flight.
         """
-        server, self._server = self._server, None
-        if server is None:
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        self._server = self._tls_server = None
+        if not servers:
             return
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
         deadline = time.monotonic() + grace_s
-        while server.active_associations and time.monotonic() < deadline:
+        while any(s.active_associations for s in servers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for association in server.active_associations:
+        for association in [a for s in servers for a in s.active_associations]:
             LOG.warning(
                 "aborting the association from %s at shutdown", association.requestor.ae_title
             )
@@ -576,8 +610,13 @@ class Receiver:
         request = association.requestor.primitive
         calling_ae = str(request.calling_ae_title).strip()
         address = association.requestor.address
+        transport = association.dul.socket
         refusal = association_refusal(
-            self.settings, calling_ae, str(request.called_ae_title), address
+            self.settings,
+            calling_ae,
+            str(request.called_ae_title),
+            address,
+            over_tls=transport is not None and is_tls(transport.socket),
         )
         if refusal is None and not self.slots.claim(association):
             refusal = busy_refusal(self.settings)

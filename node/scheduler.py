@@ -4,6 +4,9 @@
   completed and routed into jobs (node.series); new jobs wake the worker at once.
 - `send`: every [send] check_interval_s, due deliveries are sent (node.send); the back-off of
   a delivery lives in its next_attempt_at in the database, so it survives a restart.
+- `retention`: every [retention] check_interval_s (first at start, which also finishes a purge
+  a crash interrupted), delivered series older than keep_days are purged (node.retention);
+  not scheduled with keep_days = 0.
 
 Each job runs at most once at a time (max_instances=1) and missed runs are coalesced.
 """
@@ -18,12 +21,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.config import Settings
+from node.retention import purge
 from node.send import Sender
 from node.series import complete_and_route
 
 LOG = logging.getLogger("ctnode.scheduler")
 COMPLETE_JOB = "complete"
 SEND_JOB = "send"
+RETENTION_JOB = "retention"
 
 
 class Scheduler:
@@ -45,6 +50,13 @@ class Scheduler:
         if made and self.on_jobs is not None:
             self.on_jobs()
 
+    def purge(self) -> None:
+        try:
+            purge(self.settings, self.sessions)
+        except Exception:  # noqa: BLE001 - the next pass tries again; the node keeps running
+            LOG.exception("retention pass failed; tried again in %g s",
+                          self.settings.retention.check_interval_s)  # fmt: skip
+
     def start(self) -> None:
         scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True})
         scheduler.add_job(
@@ -61,6 +73,15 @@ class Scheduler:
                 "interval",
                 seconds=self.settings.send.check_interval_s,
                 id=SEND_JOB,
+                max_instances=1,
+                next_run_time=datetime.now(UTC),
+            )
+        if self.settings.retention.keep_days > 0:
+            scheduler.add_job(
+                self.purge,
+                "interval",
+                seconds=self.settings.retention.check_interval_s,
+                id=RETENTION_JOB,
                 max_instances=1,
                 next_run_time=datetime.now(UTC),
             )

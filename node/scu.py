@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class RemoteNode:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # associate over TLS (node.tls.client_context)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -47,7 +49,7 @@ def resolve_remote(target: str, settings: Settings) -> RemoteNode:
     """A [[destinations]] or [[peers]] name (destinations first), or AE@HOST:PORT."""
     for entry in (*settings.destinations, *settings.peers):
         if entry.name == target:
-            return RemoteNode(entry.name, entry.ae_title, entry.host, entry.port)
+            return RemoteNode(entry.name, entry.ae_title, entry.host, entry.port, entry.tls)
     match = ADDRESS_PATTERN.fullmatch(target)
     if match is None:
         names = sorted({e.name for e in (*settings.destinations, *settings.peers)})
@@ -72,15 +74,35 @@ def nodelay_handlers() -> list[tuple[evt.EventType, object]]:
     return [(evt.EVT_CONN_OPEN, _set_tcp_nodelay)]
 
 
-def echo(remote: RemoteNode, calling_ae: str, timeout_s: float = 10.0) -> EchoResult:
-    """One association with a C-ECHO (Verification) to the remote node."""
+def tls_args(remote: RemoteNode, context: ssl.SSLContext | None) -> tuple | None:
+    """AE.associate()'s tls_args for a remote that wants TLS: the context and the host name
+    its certificate must carry."""
+    if not remote.tls:
+        return None
+    if context is None:
+        raise ConfigError(f"{remote.name}: tls = true, but no TLS client context was given")
+    return (context, remote.host)
+
+
+def echo(
+    remote: RemoteNode,
+    calling_ae: str,
+    timeout_s: float = 10.0,
+    tls_context: ssl.SSLContext | None = None,
+) -> EchoResult:
+    """One association with a C-ECHO (Verification) to the remote node (over TLS when the
+    remote says so, with `tls_context`)."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.connection_timeout = timeout_s
     start = time.perf_counter()
     association = ae.associate(
-        remote.host, remote.port, ae_title=remote.ae_title, evt_handlers=nodelay_handlers()
+        remote.host,
+        remote.port,
+        ae_title=remote.ae_title,
+        evt_handlers=nodelay_handlers(),
+        tls_args=tls_args(remote, tls_context),
     )
     if not association.is_established:
         if association.is_rejected and association.acceptor.primitive is not None:

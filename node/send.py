@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ from node.db import (
 from node.dicom_status import REJECTED_PERMANENT, Outcome, classify_status
 from node.events import EventKind
 from node.jobs import settle_after_delivery
-from node.scu import nodelay_handlers
+from node.scu import RemoteNode, nodelay_handlers, tls_args
+from node.tls import client_context
 
 LOG = logging.getLogger("ctnode.send")
 
@@ -77,25 +79,40 @@ class OutboxItem:
 
 
 def store_results(
-    destination: DestinationSettings, calling_ae: str, items: list[OutboxItem], timeout_s: float
+    destination: DestinationSettings,
+    calling_ae: str,
+    items: list[OutboxItem],
+    timeout_s: float,
+    tls_context: ssl.SSLContext | None = None,
 ) -> Attempt:
-    """One association to the destination, a C-STORE per result object."""
+    """One association to the destination, a C-STORE per result object (over TLS with
+    `tls_context` when the destination has tls = true)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.connection_timeout = timeout_s
     for sop_class in dict.fromkeys(item.sop_class_uid for item in items):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    remote = RemoteNode(
+        destination.name, destination.ae_title, destination.host, destination.port, destination.tls
+    )
     connected: list[bool] = []  # pynetdicom reports a refused connection as an abort
     association = ae.associate(
         destination.host,
         destination.port,
         ae_title=destination.ae_title,
         evt_handlers=[*nodelay_handlers(), (evt.EVT_CONN_OPEN, lambda _e: connected.append(True))],
+        tls_args=tls_args(remote, tls_context),
     )
     if not association.is_established:
         if not connected:
-            return Attempt(Outcome.TRANSIENT, f"no connection to {where} (refused or timed out)")
+            # pynetdicom reports a failed TLS handshake (an untrusted certificate, a wrong
+            # host name) as no connection, with the reason in its own log: retried, the
+            # certificate may be renewed meanwhile.
+            over = " over TLS" if destination.tls else ""
+            return Attempt(
+                Outcome.TRANSIENT, f"no connection{over} to {where} (refused or timed out)"
+            )
         if association.is_rejected and association.acceptor.primitive is not None:
             primitive = association.acceptor.primitive
             outcome = (
@@ -208,6 +225,10 @@ class Sender:
         self.claimant = current()
         self.name = f"{socket.gethostname()}:{self.claimant.pid}"
         self._last_local_check = 0.0
+        # Built once at start, so a missing or unreadable certificate stops the start.
+        self.tls_context = (
+            client_context(settings.tls) if any(d.tls for d in settings.destinations) else None
+        )
 
     def start(self) -> None:  # the scheduler drives it; nothing of its own to start
         LOG.info("sender ready for %d destination(s)", len(self.settings.destinations))
@@ -303,6 +324,7 @@ class Sender:
                     self.settings.node.ae_title,
                     claimed.items,
                     self.settings.send.timeout_s,
+                    self.tls_context,
                 )
             except OSError as error:  # an outbox file vanished, or a socket error
                 attempt = Attempt(Outcome.TRANSIENT, f"{type(error).__name__}: {error.strerror}")

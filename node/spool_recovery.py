@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.db import Instance, add_instance, record_event, write_session
 from node.events import EventKind
 from node.receive import instance_row
+from node.retention import PURGE_MARKER
 from node.spool import INSTANCE_SUFFIX, InvalidUIDError, instance_relative_path, validate_uid
 
 LOG = logging.getLogger("ctnode.spool")
@@ -43,8 +44,8 @@ def register_unrecorded_instances(spool_dir: Path, sessions: sessionmaker[Sessio
     recovered = 0
     for path in sorted(spool_dir.glob(f"*/*/*{INSTANCE_SUFFIX}")):
         relative = path.relative_to(spool_dir).as_posix()
-        if relative in recorded:
-            continue
+        if relative in recorded or (path.parent / PURGE_MARKER).exists():
+            continue  # a folder being purged (node.retention) is not brought back
         try:
             row = _row_from_file(path, spool_dir)
         except Exception as error:  # noqa: BLE001 - one unreadable file must not stop the start

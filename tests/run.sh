@@ -20,6 +20,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # the status page test drives a headless browser (tests/integration/test_http_status.py)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v openssl >/dev/null || missing+=(openssl)  # tests/integration/test_tls_dcmtk.py
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -7,7 +7,7 @@ so every enhanced vessel would count as "calcium" and real calcium hides in the 
 Two kinds of evidence, either is enough:
 
 1. the header: Contrast/Bolus Agent (0018,0010) or Contrast/Bolus Route (0018,1040) present and
-   naming something (node.assembly keeps both as metadata "0018|0010" / "0018|1040" on the
+   naming something (node.volume.assembly keeps both as metadata "0018|0010" / "0018|1040" on the
    volume; a NIfTI file carries neither). A few scanners write a negative word ("NONE", "NO")
    instead of leaving the attribute empty; that is read as no contrast.
 2. the image: the blood pool around the located heart centre. The statistic is the 75th

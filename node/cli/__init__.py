@@ -4,12 +4,13 @@
 - node.cli.score: score, segment, inspect (one CT, offline)
 - node.cli.jobs: series, jobs [show|retry], status (the node's database)
 - node.cli.models: models import|list (organ models)
+- node.cli.purge: purge (retention on demand)
 - node.cli.common: what they share (console, --config, settings, table formatters)
 """
 
 from __future__ import annotations
 
-from node.cli import jobs, models, run, score
+from node.cli import jobs, models, purge, run, score
 from node.cli.common import new_typer
 
 app = new_typer(
@@ -32,3 +33,4 @@ app.command()(score.inspect)
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(models.models_app, name="models")
 app.command()(jobs.status)
+app.command()(purge.purge)

@@ -15,11 +15,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from node.assembly import assemble
 from node.config import AssemblySettings
-from node.selection import is_contrast_enhanced, kernel_class
-from node.stack_geometry import AssemblyError
-from node.volume import StackPlan, VolumePlan
+from node.volume.assembly import assemble
+from node.volume.geometry import AssemblyError
+from node.volume.read import StackPlan, VolumePlan
+from node.volume.selection import is_contrast_enhanced, kernel_class
 
 
 def _stack_dict(plan: StackPlan, reason: str) -> dict:

@@ -180,13 +180,15 @@ def echo(
     """Check a DICOM connection with C-ECHO, calling with the node's own AE title."""
     from node.scu import echo as send_echo
     from node.scu import resolve_remote
+    from node.tls import client_context
 
     settings = settings_or_exit(config)
     try:
         remote = resolve_remote(target, settings)
     except ConfigError as error:
         raise fail(str(error), code=2) from error
-    result = send_echo(remote, settings.node.ae_title, timeout)
+    tls_context = client_context(settings.tls) if remote.tls else None
+    result = send_echo(remote, settings.node.ae_title, timeout, tls_context)
     where = escape(str(remote) if "@" in remote.name else f"{remote.name} ({remote})")
     status = "" if result.status is None else f" status 0x{result.status:04X}"
     if result.ok:

@@ -45,11 +45,11 @@ def read_source(
     that cannot be read as an image (gone, corrupt, pixel data that contradicts its header)
     fails the series with the reason: it was acknowledged to the sender, so leaving it out
     would hide a loss and could show up later as a misleading gap between slices."""
-    from node.assembly import assemble
     from node.character_sets import CharacterSetError, check_character_set
-    from node.selection import select_for_calcium, select_for_organs
-    from node.stack_geometry import AssemblyError
-    from node.volume import plan_files
+    from node.volume.assembly import assemble
+    from node.volume.geometry import AssemblyError
+    from node.volume.read import plan_files
+    from node.volume.selection import select_for_calcium, select_for_organs
 
     min_slices = getattr(settings, purpose).min_slices
     select = select_for_organs if purpose == "organs" else select_for_calcium

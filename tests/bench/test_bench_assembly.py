@@ -21,8 +21,8 @@ import pytest
 
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.writer import write_case
-from node.assembly import assemble
-from node.dicom_stacks import find_stacks
+from node.volume.assembly import assemble
+from node.volume.stacks import find_stacks
 from tests.integration.test_assembly_vs_dcm2niix import dcm2niix_binary
 
 pytestmark = pytest.mark.bench
@@ -31,8 +31,8 @@ REPEATS = 3
 MEMORY_PROBE = """
 import json, sys
 from pathlib import Path
-from node.assembly import assemble
-from node.dicom_stacks import find_stacks
+from node.volume.assembly import assemble
+from node.volume.stacks import find_stacks
 def peak_kb():
     # VmHWM, not ru_maxrss: ru_maxrss starts at the parent's size after fork + exec
     for line in open("/proc/self/status"):

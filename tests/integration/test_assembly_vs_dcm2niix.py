@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.assembly import assemble
-from node.dicom_stacks import find_stacks
-from node.pixels import AIR_HU
+from node.volume.assembly import assemble
+from node.volume.pixels import AIR_HU
+from node.volume.stacks import find_stacks
 from tests.tools import require_real_data
 
 

@@ -26,12 +26,12 @@ from models.labels import ARTERIES
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.dicom import write_ct_series
 from models.phantoms.writer import series_meta
-from node.assembly import assemble
-from node.dicom_stacks import find_stacks
 from node.results.capture import build_overlay_capture, render_overlay
 from node.results.seg import build_feedback_seg
 from node.results.source import SourceSeriesError
 from node.results.sr import build_calcium_sr
+from node.volume.assembly import assemble
+from node.volume.stacks import find_stacks
 from tests.tools import dciodvfy_errors
 
 LATIN = {

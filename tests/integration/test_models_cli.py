@@ -13,7 +13,7 @@ from models.files import sha256
 from models.organs import registry
 from tests.integration.test_cli_demo import ctnode
 from tests.tools import REPO
-from tests.unit.test_organ_import import (
+from tests.unit.models.organs.test_importers import (
     assert_same_network,
     random_net,
     write_keras3_weights_h5,

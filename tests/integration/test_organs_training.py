@@ -4,8 +4,8 @@ Generates 2 phantoms per split at matrix 64, trains the sparse base for a few it
 it into a temp dir (loaded back through models.organs.registry), runs the transfer study for
 one task, size 2, one seed, all three modes and 2 steps. Checks that every output exists, that
 the shipped file reproduces the trained network on clipped HU, and that the repository's
-shipped weights were not touched (tests/unit/test_organs_sparse_loss.py checks the loss and that
-fine-tuning moves only the fine-tune layers).
+shipped weights were not touched (tests/unit/training/organs/test_common.py checks the loss,
+test_transfer.py that fine-tuning moves only the fine-tune layers).
 """
 
 from __future__ import annotations

@@ -13,14 +13,13 @@ from sqlalchemy import select
 
 from node.config import load_settings
 from node.db import Event, Instance, init_db, make_session_factory
-from node.receive import (
+from node.dicom_status import (
     ERROR_CANNOT_UNDERSTAND,
     ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
     REFUSED_OUT_OF_RESOURCES,
     SUCCESS,
-    InstanceStore,
-    error_comment,
 )
+from node.receive import InstanceStore, error_comment
 
 UID = "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678"  # 64 chars
 

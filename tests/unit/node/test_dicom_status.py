@@ -1,5 +1,6 @@
-"""node.dicom_status: the statuses the node answers (SCP) mean to a sender what the node
-intends, judged by the node's own sender policy (SCU); and the policy's sets do not overlap."""
+"""node.dicom_status: the sender's C-STORE status policy (which statuses count as sent, worth a
+retry, or final); the statuses the node answers (SCP) mean to a sender what the node intends,
+judged by that policy; and the policy's sets do not overlap."""
 
 from __future__ import annotations
 
@@ -42,3 +43,24 @@ def test_the_policy_sets_are_disjoint_and_classified_as_named() -> None:
 
 def test_an_unknown_failure_is_retried() -> None:
     assert classify_status(0x0105) is Outcome.TRANSIENT  # no such attribute: not in any set
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (0x0000, Outcome.SENT),
+        (0xB000, Outcome.SENT),  # coercion of data elements: stored
+        (0x0111, Outcome.SENT),  # duplicate SOP instance: the destination has it
+        (0xA700, Outcome.TRANSIENT),  # out of resources
+        (0xA7FF, Outcome.TRANSIENT),
+        (0x0213, Outcome.TRANSIENT),  # resource limitation
+        (0x0110, Outcome.TRANSIENT),  # processing failure
+        (0xA900, Outcome.PERMANENT),  # data set does not match SOP class
+        (0xC000, Outcome.PERMANENT),  # cannot understand
+        (0xC211, Outcome.PERMANENT),
+        (0x0122, Outcome.PERMANENT),  # SOP class not supported
+        (0x0124, Outcome.PERMANENT),  # not authorised
+    ],
+)
+def test_the_sender_policy_of_received_statuses(status: int, outcome: Outcome) -> None:
+    assert classify_status(status) is outcome

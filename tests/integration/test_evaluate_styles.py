@@ -1,0 +1,75 @@
+"""training.calcium.evaluate_styles: a model reported on both phantom styles, on cardiac
+field-of-view crops, on contrast-enhanced cases and on the real controls, with the shipped
+model (or the tiny one tests/tools.py trains where none is shipped) on a handful of cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.calcium import evaluate_styles
+from training.calcium.evaluate_styles import scored_methods, summarise, supports_method
+
+
+def test_both_styles_fov_contrast_and_real_controls_are_reported(weights: Path, tmp_path) -> None:
+    from tests.tools import require_real_data
+
+    real = require_real_data("lung_pet_ct_dx_A0001").parent
+    out = tmp_path / "styles"
+    args = ["--styles", "own,alt", "--n-own", "2", "--n-alt", "2", "--alt-matrix", "128",
+            "--fov", "--n-contrast", "1", "--real", "--real-root", str(real),
+            "--weights", str(weights), "--workers", "1", "--out", str(out)]  # fmt: skip
+    assert evaluate_styles.main(args) == 0
+    result = json.loads((out / "styles.json").read_text())
+    methods = scored_methods("both")
+    assert result["methods"] == methods
+    report = result["report"]
+    for name in ("own", "alt", "fov_crop"):
+        for method in methods:
+            entry = report[name][method]
+            assert entry["n"] == 2
+            scored = entry["n"] - entry["refused"] - entry["indeterminate"]
+            assert ("summary" in entry) == (scored >= 2)
+    fov = report["fov_agreement"][methods[0]]
+    assert fov["n"] == 2 and 0.0 <= fov["same_category_as_full_scan"] <= 1.0
+    assert fov["crops_whose_truth_differs"] == 0  # the crop keeps every lesion
+    assert report["contrast"][methods[0]]["n"] == 1
+    assert sorted(r["series"] for r in result["real"]) == [
+        "lung_pet_ct_dx_A0001/series_lung_kernel",
+        "lung_pet_ct_dx_A0001/series_soft_kernel",
+        "pulmonary_report/ct_cropped.nii.gz",
+    ]
+    rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert sorted(r["set"] for r in rows) == sorted(
+        ["own"] * 2 + ["alt"] * 2 + ["fov_crop"] * 2 + ["contrast"]
+    )
+    table = (out / "styles.md").read_text()
+    assert "| own style (models.phantoms, seed 424242) |" in table
+    assert "Cardiac FOV crops" in table and "series_soft_kernel" in table
+    # The report can be rebuilt from the rows alone (a run cut short).
+    assert evaluate_styles.main([*args, "--report-only"]) == 0
+    assert json.loads((out / "styles.json").read_text())["report"] == report
+
+
+def test_untrusted_results_are_indeterminate_and_left_out_of_the_agreement() -> None:
+    def row(truth, total, category, flags=()):
+        score = {"total": total, "per_artery": {"LAD": total, "LCX": 0.0, "RCA": 0.0},
+                 "category": category, "flags": list(flags)}  # fmt: skip
+        return {"set": "alt", "index": 0, "truth": truth,
+                "truth_per_artery": {"LAD": truth, "LCX": 0.0, "RCA": 0.0},
+                "scores": {"exact": score}}  # fmt: skip
+
+    rows = [row(0, 0, 0), row(50, 48, 2), row(500, 450, 4),
+            row(300, 5, None, ["heart_outside_field_of_view"])]  # fmt: skip
+    entry = summarise(rows, ["exact"])["alt"]["exact"]
+    assert entry["indeterminate"] == 1 and entry["summary"]["n"] == 3
+    assert entry["summary"]["category_accuracy"] == 1.0
+    assert entry["flag_counts"] == {"heart_outside_field_of_view": 1}
+
+
+def test_a_scorer_without_methods_is_reported_as_the_direct_regression() -> None:
+    if supports_method():
+        assert scored_methods("both") == ["exact", "regression"]
+        assert scored_methods("exact") == ["exact"]
+    else:
+        assert scored_methods("both") == scored_methods("exact") == ["regression"]
