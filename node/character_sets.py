@@ -56,7 +56,7 @@ _MISSING_IN_PYDICOM = {"ISO_IR 203": "iso8859_15", "ISO 2022 IR 203": "iso8859_1
 
 def _fix_pydicom_tables() -> None:
     """Two gaps of pydicom 3.0's character set tables, filled once at import (both checked by
-    tests/unit/test_character_sets.py, so a pydicom that fixes them shows up there)."""
+    tests/unit/node/test_character_sets.py, so a pydicom that fixes them shows up there)."""
     for term, codec in _MISSING_IN_PYDICOM.items():
         pydicom.charset.python_encoding.setdefault(term, codec)
     pydicom.charset.CODES_TO_ENCODINGS.setdefault(b"\x1b-b", "iso8859_15")

@@ -205,7 +205,7 @@ def test_an_instance_cut_short_inside_its_pixel_data_is_refused(
     cut.write_bytes(data[: len(data) - 1000])
     assert _pynetdicom_store(node, cut) == 0xA900
     # pynetdicom sends the 17432 bytes that are left with their own length (a cut-off
-    # element length is covered in tests/unit/test_pixel_checks.py)
+    # element length is covered in tests/unit/node/test_pixel_checks.py)
     assert any("pixel data 17432 bytes, not 18432 for 96x96" in r for r in refusals(node))
 
 

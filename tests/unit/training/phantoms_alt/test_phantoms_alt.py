@@ -28,7 +28,7 @@ from training.phantoms_alt.output import plan, write_case
 from training.phantoms_alt.variants import contrast_variant, fov_crop, fov_resampled
 
 SMALL = AltOptions(matrix=128, max_slices=120)
-PACKAGE = Path(__file__).resolve().parents[2] / "training" / "phantoms_alt"
+PACKAGE = Path(__file__).resolve().parents[4] / "training" / "phantoms_alt"
 CAC = list(CAC_LABEL_TO_ARTERY)
 
 
