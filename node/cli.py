@@ -192,6 +192,15 @@ def score(
             "from the [organs] model, as [calcium] heart_check = organs does in the node",
         ),
     ] = "registration",
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="exact (the network labels the scan's candidate voxels, the Agatston "
+            "definition scores them) or regression (the network's map summed); default: the "
+            "model's manifest",
+        ),
+    ] = None,
 ) -> None:
     """Score coronary calcium (Agatston) on a CT volume, without any networking."""
     import json
@@ -203,7 +212,7 @@ def score(
 
     try:
         ct = read_ct(path)
-        scorer = CalciumScorer(weights or WEIGHTS_DIR)
+        scorer = CalciumScorer(weights or WEIGHTS_DIR, method=method)
         result = scorer.score(ct)
         if heart_check != "registration":
             from node.segment import add_organ_heart_flag
@@ -225,7 +234,15 @@ def score(
     table.add_row(
         "per artery", ", ".join(f"{a} {v:.1f}" for a, v in report["agatston_per_artery"].items())
     )
+    if report["volume_mm3_total"] is not None:
+        table.add_row("calcium volume", f"{report['volume_mm3_total']:.1f} mm3")
     table.add_row("risk category", f"{report['category_name']} (CAC-DRS {report['cacdrs']})")
+    table.add_row(
+        "method",
+        f"{report['method']} (direct regression: {report['regression_total']:.1f})"
+        if report["method"] != "regression"
+        else "regression",
+    )
     table.add_row("flags", ", ".join(report["flags"]) or "none")
     table.add_row("model", f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")
     console.print(table)

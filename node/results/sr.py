@@ -80,9 +80,12 @@ def build_calcium_sr(
     sop_instance_uid: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR with the calcium score of the series `source` (its CT instances,
-    any order), in the source study. Volumes are added when given (the score model does not
-    estimate them; the reference calculator does)."""
+    any order), in the source study. The calcium volume, total and per artery, is the
+    result's (the exact scoring method measures it; the regression has none) unless given."""
     instances = check_series(source)
+    if volume_mm3 is None and volume_per_artery_mm3 is None:
+        volume_mm3 = result.volume_mm3_total
+        volume_per_artery_mm3 = result.volume_mm3_per_artery if volume_mm3 is not None else None
     name, model_version = algorithm_identity(result)
     group = _measurement_group(result, name, model_version, volume_mm3, volume_per_artery_mm3)
     report = hd.sr.MeasurementReport(

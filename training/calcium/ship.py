@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR, sha256
+from models.calcium.inference import MANIFEST, METHODS, WEIGHTS_DIR, sha256
 from models.phantoms.case import GENERATOR_VERSION
 from training.calcium.cards import write_cards
 from training.calcium.common import write_json
@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="score with a hard presence decision at this probability (default: the choice "
         "in the score run's presence_selection.json, else the soft product)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="regression",
+        help="the scoring method the manifest ships (default regression; exact: run "
+        "select_exact afterwards to choose its presence threshold for these weights)",
     )
     parser.add_argument(
         "--heart-search",
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in score.items() if k != "history"},
             "presence_threshold": threshold,
             "presence_selection": selection,
+            "method": args.method,
             **(
                 {}
                 if region is None
