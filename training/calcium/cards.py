@@ -185,10 +185,11 @@ def method_section(score: dict) -> str:
             "(`regression_total`).",
             width=96,
         )
-        + f"\n\nShipped: **{method}**."
+        + "\n\n"
+        + textwrap.fill(
+            f"Shipped: **{method}**. {score.get('method_reason', '')}".strip(), width=96
+        )
     )
-    if score.get("method_reason"):
-        text += " " + textwrap.fill(score["method_reason"], width=96)
     if not exact or "selection" not in exact:
         return text + "\n"
     selection = exact["selection"]
