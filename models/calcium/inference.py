@@ -9,10 +9,17 @@
    is in the scan. Optionally (manifest `registration.heart_search`, on in the shipped 2.0)
    a translation search around the atlas heart refines that point (heart_search.py).
 2. The score ConvNet sees a 192 x 192 x 180 mm box around that point (3 x 3 x 2.5 mm; mean
-   HU, peak HU, calcium-fraction and candidate-score channels) and returns a non-negative map per artery whose
-   sums are the Agatston scores. Where the manifest gives a coronary region
-   (`score.coronary_region_mm`, a box; coronary_region.py), the map is zero outside it.
-3. The map, resampled to the scan's own grid, is the decision feedback.
+   HU, peak HU, calcium-fraction and candidate-score channels) and returns, per artery, a
+   presence probability and a non-negative map whose sums are its direct regression of the
+   Agatston scores. Where the manifest gives a coronary region (`score.coronary_region_mm`, a
+   box; coronary_region.py), nothing outside it counts.
+3. The scoring method (`method`, default the manifest's `score.method`, absent: "regression"):
+   * "exact" (exact.py): the network labels the scan's own candidate voxels (HU >= 130) with
+     the artery of highest presence where it reaches `score.exact.presence_threshold`, and
+     models.agatston scores them; the feedback is each labelled voxel's contribution, and
+     the calcium volume is reported;
+   * "regression" (paper A): the map's sums; the feedback is the map resampled to the scan.
+   The regression's figures are in every result (`regression_total`), whichever method.
 
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
 scan correlates poorly with the atlas, or the transform is at its limits), and
@@ -37,6 +44,13 @@ from models.agatston import cac_drs, risk_category
 from models.calcium import networks as nets
 from models.calcium.contrast import assess_contrast
 from models.calcium.coronary_region import region_mask
+from models.calcium.exact import (
+    DEFAULT_PRESENCE_THRESHOLD,
+    ExactScore,
+    candidate_presence,
+    exact_score,
+    nothing_counted,
+)
 from models.calcium.heart_search import HeartSearch
 from models.calcium.preprocess import (
     REG_SIZE,
@@ -62,6 +76,7 @@ MIN_EXTENT_MM = 80.0
 MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
 MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
 MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
+METHODS = ("exact", "regression")
 
 
 def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -84,9 +99,17 @@ class CalciumScorer:
         weights_dir: Path = WEIGHTS_DIR,
         device: str = "auto",
         heart_search: bool | None = None,
+        method: str | None = None,
     ) -> None:
-        """heart_search: refine the heart centre by the search (None: as the manifest says)."""
+        """heart_search: refine the heart centre by the search (None: as the manifest says);
+        method: "exact" or "regression" (None: the manifest's `score.method`, "regression"
+        where a manifest predates the key)."""
         self.manifest = load_manifest(weights_dir)
+        self.method = method or self.manifest["score"].get("method", "regression")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown scoring method {self.method!r}; one of {METHODS}")
+        exact = self.manifest["score"].get("exact", {})
+        self.exact_threshold = float(exact.get("presence_threshold", DEFAULT_PRESENCE_THRESHOLD))
         self.device = pick_device(device)
         files = self.manifest["files"]
         if heart_search is None:
@@ -116,6 +139,7 @@ class CalciumScorer:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         region_mm = self.manifest["score"].get("coronary_region_mm")  # absent before 2.0
+        self.region_mm = region_mm
         self.region = None if region_mm is None else region_mask(region_mm)
         self.name = f"{self.manifest['name']} {self.manifest['version']}"
         self.registration_passes = int(self.manifest["registration"].get("passes", 1))
@@ -179,29 +203,28 @@ class CalciumScorer:
         contrast = assess_contrast(ct, centre)
         if contrast.enhanced:  # Agatston is not defined on contrast-enhanced CT: no score
             return CalciumResult.not_scored(
-                flags, centre, transform, contrast.to_dict(), model=self.name,
+                flags, centre, transform, contrast.to_dict(), model=self.name, method=self.method,
                 seconds=time.perf_counter() - start, device=str(self.device),
             )  # fmt: skip
 
-        spacing = ct.GetSpacing()
-        thickness = _slice_thickness(ct)
-        features = nets.acquisition_features(spacing[2], thickness, 0.5 * (spacing[0] + spacing[1]))
-        image = torch.from_numpy(score_input(ct, centre)).to(self.device)[None]
-        with torch.inference_mode():
-            score_map = (
-                self.score_net(image, torch.tensor([features], device=self.device))[0]
-                .float()
-                .cpu()
-                .numpy()
-            )
+        map_grid, presence = self.score_network(ct, centre)
         outside = 0.0
         if self.region is not None:
-            counted = score_map * self.region
-            outside = float(score_map.sum() - counted.sum())
-            score_map = counted
-        per_artery = {a: float(score_map[i].sum()) for i, a in enumerate(nets.ARTERY_CHANNELS)}
+            counted = map_grid * self.region
+            outside = float(map_grid.sum() - counted.sum())
+            map_grid = counted
+        regression = {a: float(map_grid[i].sum()) for i, a in enumerate(nets.ARTERY_CHANNELS)}
+        volume, volume_per_artery = None, {}
+        if self.method == "exact":
+            exact = self.score_exact(ct, centre, presence)
+            per_artery = dict(exact.result.per_artery)
+            volume = exact.result.volume_mm3
+            volume_per_artery = dict(exact.result.volume_per_artery_mm3)
+            outside, feedback = exact.outside_region_au, exact.feedback
+        else:
+            per_artery = dict(regression)
+            feedback = _feedback(map_grid, centre, ct)
         total = float(sum(per_artery.values()))
-        feedback = _feedback(score_map, centre, ct)
         return CalciumResult(
             agatston_total=total,
             agatston_per_artery=per_artery,
@@ -216,7 +239,38 @@ class CalciumScorer:
             model=self.name,
             outside_region_au=max(outside, 0.0),
             contrast=contrast.to_dict(),
+            method=self.method,
+            volume_mm3_total=volume,
+            volume_mm3_per_artery=volume_per_artery,
+            regression_total=float(sum(regression.values())),
+            regression_per_artery=regression,
         )
+
+    def score_network(self, ct: sitk.Image, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass of the score network on the box around `centre`: the direct
+        regression's map and the presence probabilities, both (3, z, y, x) on the score grid."""
+        spacing = ct.GetSpacing()
+        thickness = _slice_thickness(ct)
+        features = nets.acquisition_features(spacing[2], thickness, 0.5 * (spacing[0] + spacing[1]))
+        image = torch.from_numpy(score_input(ct, centre)).to(self.device)[None]
+        acquisition = torch.tensor([features], device=self.device)
+        with torch.inference_mode():
+            factors = self.score_net.forward_factors(image, acquisition)
+            score_map = self.score_net.regression_map(*factors)[0]
+            presence = torch.sigmoid(factors[1])[0]
+        return score_map.float().cpu().numpy(), presence.float().cpu().numpy()
+
+    def candidates(self, ct: sitk.Image, centre: np.ndarray, presence: np.ndarray):
+        """The scan's candidate voxels in the score box and region, with their presence
+        (exact.CandidatePresence; None when the box misses the scan)."""
+        return candidate_presence(ct, centre, presence, self.region_mm)
+
+    def score_exact(self, ct: sitk.Image, centre: np.ndarray, presence: np.ndarray) -> ExactScore:
+        """The exact method's score (exact.ExactScore) at the manifest's threshold."""
+        candidates = self.candidates(ct, centre, presence)
+        if candidates is None:
+            return nothing_counted()
+        return exact_score(candidates, self.exact_threshold)
 
 
 def heart_offset_mm(a: torch.Tensor, t: torch.Tensor, shift_mm: torch.Tensor) -> np.ndarray:

@@ -237,9 +237,17 @@ class ScoreNet(nn.Module):
     def forward(self, channels: torch.Tensor, acquisition: torch.Tensor) -> torch.Tensor:
         """channels (B, 4, Z, Y, X) as preprocess.score_input gives them; acquisition (B, 3).
         Returns the score map (B, 3, Z, Y, X), non-negative, in Agatston units per voxel."""
-        score_map, presence_logit, log_correction, prior = self.forward_factors(
-            channels, acquisition
-        )
+        return self.regression_map(*self.forward_factors(channels, acquisition))
+
+    def regression_map(
+        self,
+        score_map: torch.Tensor,
+        presence_logit: torch.Tensor,
+        log_correction: torch.Tensor,
+        prior: torch.Tensor,
+    ) -> torch.Tensor:
+        """The direct regression's map from forward_factors' output: the soft product, or with
+        `presence_threshold` the hard decision times correction times prior."""
         if self.presence_threshold is None:
             return score_map
         presence = (torch.sigmoid(presence_logit) >= self.presence_threshold).to(prior.dtype)

@@ -52,6 +52,17 @@ class CalciumResult:
     model: str = ""
     # What the network put outside the coronary region and was not counted (Agatston units).
     outside_region_au: float = 0.0
+    # How agatston_total, per artery, category and feedback were measured: "exact" (the
+    # network labels the scan's candidate voxels, models.agatston scores them) or "regression"
+    # (the network's map summed: paper A's direct regression).
+    method: str = "regression"
+    # Calcium volume (mm^3) of the counted voxels: the exact method only (None otherwise).
+    volume_mm3_total: float | None = None
+    volume_mm3_per_artery: dict[str, float] = field(default_factory=dict)
+    # The direct regression's figures, filled whenever the score network ran (whatever the
+    # method), so the two can be compared on every scan.
+    regression_total: float | None = None
+    regression_per_artery: dict[str, float] = field(default_factory=dict)
     # The contrast assessment (models.calcium.contrast.ContrastAssessment.to_dict()).
     contrast: dict | None = None
 
@@ -106,12 +117,9 @@ class CalciumResult:
         return INDETERMINATE if category is None else CATEGORY_NAMES[category]
 
     def to_dict(self) -> dict:
-        def rounded(value: float | None) -> float | None:
-            return None if value is None else round(value, 2)
-
         return {
             "scored": self.scored,
-            "agatston_total": rounded(self.agatston_total),
+            "agatston_total": _rounded(self.agatston_total),
             "agatston_per_artery": {k: round(v, 2) for k, v in self.agatston_per_artery.items()},
             # What may be shown: None and "indeterminate" when the score cannot be trusted.
             "indeterminate": self.indeterminate,
@@ -127,6 +135,15 @@ class CalciumResult:
             "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
             "registration": self.transform,
             "outside_region_au": round(self.outside_region_au, 2),
+            "method": self.method,
+            "volume_mm3_total": _rounded(self.volume_mm3_total),
+            "volume_mm3_per_artery": {
+                k: round(v, 2) for k, v in self.volume_mm3_per_artery.items()
+            },
+            "regression_total": _rounded(self.regression_total),
+            "regression_per_artery": {
+                k: round(v, 2) for k, v in self.regression_per_artery.items()
+            },
             "seconds": round(self.seconds, 3),
             "device": self.device,
             "model": self.model,
@@ -138,6 +155,10 @@ class CalciumResult:
         for image in self.feedback.values():
             total = image if total is None else total + image
         return total
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def empty_scan_map(ct: sitk.Image) -> sitk.Image:

@@ -31,6 +31,15 @@ def score(
             "from the [organs] model, as [calcium] heart_check = organs does in the node",
         ),
     ] = "registration",
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="exact (the network labels the scan's candidate voxels, the Agatston "
+            "definition scores them) or regression (the network's map summed); default: the "
+            "model's manifest",
+        ),
+    ] = None,
 ) -> None:
     """Score coronary calcium (Agatston) on a CT volume, without any networking."""
     import json
@@ -44,7 +53,7 @@ def score(
 
     try:
         ct = read_ct(path)
-        scorer = CalciumScorer(weights or WEIGHTS_DIR)
+        scorer = CalciumScorer(weights or WEIGHTS_DIR, method=method)
         result = scorer.score(ct)
         if heart_check != "registration":
             from node.cli.segment import add_organ_heart_flag
@@ -73,6 +82,8 @@ def score(
     else:
         table.add_row("Agatston total", f"{report['agatston_total']:.1f}")
         table.add_row("per artery", per_artery)
+    if report["volume_mm3_total"] is not None:
+        table.add_row("calcium volume", f"{report['volume_mm3_total']:.1f} mm3")
     cacdrs = report["cacdrs"] or "indeterminate"
     table.add_row("risk category", plain(f"{report['category_name']} (CAC-DRS {cacdrs})"))
     contrast = report["contrast"] or {}
@@ -87,6 +98,12 @@ def score(
                 f"(enhanced above {contrast['threshold_hu']:g} HU); evidence: {evidence}"
             ),
         )
+    if report["method"] != "regression" and report["regression_total"] is not None:
+        table.add_row(
+            "method", f"{report['method']} (direct regression: {report['regression_total']:.1f})"
+        )
+    else:
+        table.add_row("method", plain(report["method"]))
     table.add_row("flags", plain(", ".join(report["flags"]) or "none"))
     table.add_row(
         "model", plain(f"{report['model']} on {report['device']}, {report['seconds']:.2f} s")

@@ -27,11 +27,10 @@ from pydicom.dataset import Dataset
 
 from models.labels import Label
 from node.results import codes as rc
-from node.results.equipment import equipment
+from node.results.binary_seg import build_binary_seg
 from node.results.source import (
     SourceSeriesError,
     check_series,
-    copy_patient_and_study,
     slice_indices,
 )
 
@@ -225,21 +224,15 @@ def build_organ_seg(
     what = f"{len(present)} organs by {algorithm_name} {algorithm_version}"
     # Flags first: Content Description is 64 characters at most.
     content = f"{', '.join(flags)}; {what}" if flags else f"{what}; automated, not a diagnosis"
-    segmentation = hd.seg.Segmentation(
-        source_images=instances,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_instance_uid or hd.UID(),
+    return build_binary_seg(
+        instances,
+        pixels,
+        descriptions,
         series_number=series_number,
-        sop_instance_uid=sop_instance_uid or hd.UID(),
-        instance_number=1,
-        **equipment(MODEL_NAME),
-        content_label="ORGANS",
-        content_description=content[:64],
         series_description=SERIES_DESCRIPTION,
-        omit_empty_frames=True,
-        specific_character_set=None,  # set by copy_patient_and_study
+        content_label="ORGANS",
+        content_description=content,
+        model_name=MODEL_NAME,
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
     )
-    copy_patient_and_study(segmentation, instances[0])
-    return segmentation

@@ -26,12 +26,10 @@ from pydicom.dataset import Dataset
 
 from models.calcium.result import CalciumResult
 from node.results import codes as rc
-from node.results.equipment import (
-    algorithm_identity,
-    equipment,
-)
+from node.results.binary_seg import build_binary_seg
+from node.results.equipment import algorithm_identity
 from node.results.regions import MIN_DENSITY_AU_PER_MM3, feedback_regions
-from node.results.source import check_series, copy_patient_and_study, slice_indices
+from node.results.source import check_series, slice_indices
 
 SEG_SERIES_NUMBER = 9002
 SERIES_DESCRIPTION = "ctnode calcium feedback SEG - automated, not a diagnosis"
@@ -83,24 +81,17 @@ def build_feedback_seg(
         )
         for number, artery in enumerate(arteries, start=1)
     ]
-    segmentation = hd.seg.Segmentation(
-        source_images=instances,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_instance_uid or hd.UID(),
+    return build_binary_seg(
+        instances,
+        pixels,
+        descriptions,
         series_number=series_number,
-        sop_instance_uid=sop_instance_uid or hd.UID(),
-        instance_number=1,
-        **equipment(),
+        series_description=SERIES_DESCRIPTION,
         content_label="CALCIUM",
         content_description=(
             f"Voxels carrying the coronary calcium score (feedback >= "
             f"{min_density_au_per_mm3:g} AU/mm3); automated, not a diagnosis"
-        )[:64],
-        series_description=SERIES_DESCRIPTION,
-        omit_empty_frames=True,
-        specific_character_set=None,  # set by copy_patient_and_study
+        ),
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
     )
-    copy_patient_and_study(segmentation, instances[0])
-    return segmentation

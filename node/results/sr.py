@@ -93,9 +93,12 @@ def build_calcium_sr(
     sop_instance_uid: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR with the calcium score of the series `source` (its CT instances,
-    any order), in the source study. Volumes are added when given (the score model does not
-    estimate them; the reference calculator does)."""
+    any order), in the source study. The calcium volume, total and per artery, is the
+    result's (the exact scoring method measures it; the regression has none) unless given."""
     instances = check_series(source)
+    if volume_mm3 is None and volume_per_artery_mm3 is None:
+        volume_mm3 = result.volume_mm3_total
+        volume_per_artery_mm3 = result.volume_mm3_per_artery if volume_mm3 is not None else None
     name, model_version = algorithm_identity(result)
     group = _measurement_group(result, name, model_version, volume_mm3, volume_per_artery_mm3)
     report = hd.sr.MeasurementReport(
@@ -177,24 +180,34 @@ def _image_library(instances: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
 def _score(
     value: float, site: hd.sr.CodedConcept, qualifier: hd.sr.CodedConcept | None = None
 ) -> hd.sr.Measurement:
-    return hd.sr.Measurement(
-        name=rc.CALCIUM_SCORE,
-        value=round(float(value), VALUE_DECIMALS),
-        unit=rc.AGATSTON_UNIT,
-        qualifier=qualifier,
-        method=rc.AGATSTON_METHOD,
-        finding_sites=[hd.sr.FindingSite(site)],
+    """An Agatston score NUM (Agatston scoring method) at `site`."""
+    return _measurement(
+        rc.CALCIUM_SCORE, rc.AGATSTON_UNIT, value, site, qualifier, rc.AGATSTON_METHOD
     )
 
 
 def _volume(
     value: float, site: hd.sr.CodedConcept, qualifier: hd.sr.CodedConcept | None = None
 ) -> hd.sr.Measurement:
+    """A calcium volume NUM (mm3) at `site`."""
+    return _measurement(rc.CALCIUM_VOLUME, rc.CUBIC_MILLIMETER, value, site, qualifier)
+
+
+def _measurement(
+    name: hd.sr.CodedConcept,
+    unit: hd.sr.CodedConcept,
+    value: float,
+    site: hd.sr.CodedConcept,
+    qualifier: hd.sr.CodedConcept | None,
+    method: hd.sr.CodedConcept | None = None,
+) -> hd.sr.Measurement:
+    """A NUM at `site`, stored to VALUE_DECIMALS; `qualifier` marks an untrusted value."""
     return hd.sr.Measurement(
-        name=rc.CALCIUM_VOLUME,
+        name=name,
         value=round(float(value), VALUE_DECIMALS),
-        unit=rc.CUBIC_MILLIMETER,
+        unit=unit,
         qualifier=qualifier,
+        method=method,
         finding_sites=[hd.sr.FindingSite(site)],
     )
 
@@ -319,19 +332,9 @@ def read_calcium_sr(ds: Dataset) -> CalciumReport:
         if item.ValueType == "NUM" and _qualified_indeterminate(item):
             values_valid = False
         if item.ValueType == "NUM" and rc.same_code(concept, rc.CALCIUM_SCORE):
-            _check_unit(item, rc.AGATSTON_UNIT)
-            site = _site(item)
-            if site is None:
-                total = _num(item)
-            else:
-                per_artery[site] = _num(item)
+            total = _read_site_num(item, rc.AGATSTON_UNIT, per_artery, total)
         elif item.ValueType == "NUM" and rc.same_code(concept, rc.CALCIUM_VOLUME):
-            _check_unit(item, rc.CUBIC_MILLIMETER)
-            site = _site(item)
-            if site is None:
-                volume = _num(item)
-            else:
-                volume_per_artery[site] = _num(item)
+            volume = _read_site_num(item, rc.CUBIC_MILLIMETER, volume_per_artery, volume)
         elif item.ValueType == "CODE" and rc.same_code(concept, rc.RISK_CATEGORY):
             has_category, value = True, item.ConceptCodeSequence[0]
             if not rc.same_code(value, rc.INDETERMINATE):
@@ -388,6 +391,17 @@ def _num(item: Dataset) -> float:
     if "FloatingPointValue" in value:
         return float(value.FloatingPointValue)
     return float(value.NumericValue)
+
+
+def _read_site_num(item: Dataset, unit, per_site: dict[str, float], whole: float | None):
+    """A NUM read back: the whole heart's (no finding site: returned in place of `whole`) or
+    one artery's (stored in `per_site`, `whole` returned unchanged)."""
+    _check_unit(item, unit)
+    site = _site(item)
+    if site is None:
+        return _num(item)
+    per_site[site] = _num(item)
+    return whole
 
 
 def _check_unit(item: Dataset, unit: hd.sr.CodedConcept) -> None:

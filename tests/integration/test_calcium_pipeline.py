@@ -177,6 +177,19 @@ def test_ctnode_score_reads_dicom_and_nifti_alike(tiny_models: Path, tmp_path: P
     dicom, nifti = outputs["dicom"], outputs["image.nii.gz"]
     for key in ("agatston_total", "agatston_per_artery", "category", "cacdrs", "flags"):
         assert dicom[key] == nifti[key], key
+    assert dicom["method"] == "regression" and dicom["volume_mm3_total"] is None
+    assert dicom["regression_total"] == dicom["agatston_total"]
+
+    # --method exact: the exact figures, with the calcium volume and the regression beside.
+    args = ["score", str(folder / "image.nii.gz"), "--json", "--weights", str(tiny_models)]
+    run = runner.invoke(app, [*args, "--method", "exact"])
+    assert run.exit_code == 0, run.output
+    exact = json.loads(run.output)
+    assert exact["method"] == "exact" and exact["volume_mm3_total"] is not None
+    assert set(exact["volume_mm3_per_artery"]) == {"LAD", "LCX", "RCA"}
+    assert exact["regression_total"] == nifti["agatston_total"]
+    run = runner.invoke(app, [*args, "--method", "guess"])
+    assert run.exit_code == 1 and "unknown scoring method" in run.output
 
 
 def test_ctnode_score_explains_a_missing_model(tmp_path: Path) -> None:
@@ -205,14 +218,25 @@ def test_evaluation_reports_agreement_and_the_real_negative_control(
     report = json.loads((weights / "calcium_evaluation.json").read_text())
     assert report["summary"]["n"] == 2 and len(report["cases"]) == 2
     assert set(report["per_artery_icc"]) == {"LAD", "LCX", "RCA"}
+    # Both methods from one pass; the summary is the shipped method's (tiny: regression).
+    assert report["method"] == "regression"
+    assert set(report["methods"]) == {"exact", "regression"}
+    assert report["summary"] == report["methods"]["regression"]["summary"]
+    for case in report["cases"]:
+        assert case["predicted"] == case["by_method"]["regression"]["total"]
+        assert case["by_method"]["exact"]["total"] >= 0.0
+    for series in report["real"]:
+        assert series["method"] == "exact" and series["regression_total"] is not None
     assert sorted(r["series"] for r in report["real"]) == [
         "series_lung_kernel",
         "series_soft_kernel",
     ]
-    for figure in ("calcium_scatter.png", "calcium_bland_altman.png"):
+    for figure in ("calcium_scatter.png", "calcium_bland_altman.png", "calcium_scatter_exact.png"):
         assert (weights / figure).read_bytes()[:4] == b"\x89PNG"
     card = (weights / "calcium_score.md").read_text()
     assert "ICC(A,1) total" in card and "series_soft_kernel" in card
+    assert "| | exact | regression (shipped) |" in card
+    assert "Shipped: **regression**." in card
 
 
 def test_evaluation_says_when_the_real_negative_control_is_missing(
@@ -421,3 +445,129 @@ def test_coronary_region_is_chosen_shipped_and_limits_what_counts(
     offsets = points - np.asarray(gated.heart_centre_mm)  # x, y, z
     # Linear resampling reaches at most one score voxel beyond the region.
     assert np.all(np.abs(offsets) <= np.array([30.0, 30.0, 20.0]) + 3.5)
+
+
+# --- the exact method --------------------------------------------------------------------
+
+
+def _presence_at_candidates(scorer: CalciumScorer, ct: sitk.Image):
+    """The tiny network's presence, read at every candidate voxel of the whole scan by this
+    test's own geometry (nearest score cell, inside the box): (z, y, x) indices (N, 3), the
+    presence (N, 3), and the scan array."""
+    from models.calcium.preprocess import score_grid
+
+    centre, _, _ = scorer.locate_heart(ct)
+    _, presence = scorer.score_network(ct, centre)
+    hu = sitk.GetArrayFromImage(ct)
+    zyx = np.argwhere(hu >= 130)
+    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
+    world = np.asarray(ct.GetOrigin()) + (zyx[:, ::-1] * ct.GetSpacing()) @ direction.T
+    ref = score_grid(centre, presence.shape[1:][::-1])
+    cell = np.rint((world - ref.GetOrigin()) / ref.GetSpacing()).astype(int)  # x, y, z
+    inside = np.all((cell >= 0) & (cell < presence.shape[1:][::-1]), axis=1)
+    zyx, cell = zyx[inside], cell[inside]
+    return zyx, presence[:, cell[:, 2], cell[:, 1], cell[:, 0]].T, hu
+
+
+def test_exact_total_is_the_definition_on_the_candidates_the_network_labels(
+    tiny_models: Path,
+) -> None:
+    """The exact method's score is models.agatston on the scan's own voxels, labelled by the
+    network's presence (highest artery, at or above the threshold) and nothing else."""
+    from models.agatston import agatston
+    from models.labels import Label
+
+    case = generate_case(77, 2, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
+    ct = case.grid.to_image(case.image)
+    scorer = CalciumScorer(tiny_models, device="cpu", method="exact")
+    zyx, presence, hu = _presence_at_candidates(scorer, ct)
+    # Two training steps leave presence near its initial sigmoid(-4): a threshold among the
+    # candidates' own values labels some of them and leaves the rest out.
+    scorer.exact_threshold = float(np.quantile(presence.max(axis=1), 0.5))
+    labels = np.zeros(hu.shape, np.uint8)
+    chosen = presence.max(axis=1) >= scorer.exact_threshold
+    codes = np.array([Label.CAC_LAD, Label.CAC_LCX, Label.CAC_RCA], np.uint8)
+    labels[tuple(zyx[chosen].T)] = codes[presence[chosen].argmax(axis=1)]
+    expected = agatston(hu, labels, case.spacing_zyx)
+    assert expected.total > 0, "the threshold labels counted calcium"
+
+    result = scorer.score(ct)
+    assert result.method == "exact"
+    assert result.agatston_total == pytest.approx(expected.total, rel=1e-9)
+    assert result.agatston_per_artery == pytest.approx(expected.per_artery, rel=1e-9)
+    assert result.volume_mm3_total == pytest.approx(expected.volume_mm3, rel=1e-9)
+    assert result.volume_mm3_per_artery == pytest.approx(expected.volume_per_artery_mm3)
+    # The direct regression comes from the same pass: the regression method's own figures.
+    regression = CalciumScorer(tiny_models, device="cpu").score(ct)  # tiny manifest: regression
+    assert regression.method == "regression" and regression.volume_mm3_total is None
+    assert result.regression_total == pytest.approx(regression.agatston_total, rel=1e-6)
+    assert regression.regression_total == regression.agatston_total
+    shown = result.to_dict()
+    assert shown["method"] == "exact"
+    assert shown["volume_mm3_total"] == round(expected.volume_mm3, 2)
+    assert set(shown["regression_per_artery"]) == {"LAD", "LCX", "RCA"}
+
+
+def test_exact_feedback_is_the_counted_voxels_and_sums_to_the_definition(
+    tiny_models: Path,
+) -> None:
+    """An exact result's feedback holds each counted voxel's contribution: its voxels, scored
+    by the definition per artery, give the result's per-artery scores."""
+    from models.agatston import agatston
+    from models.labels import Label
+    from node.results.regions import feedback_regions
+
+    case = generate_case(78, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=90))
+    ct = case.grid.to_image(case.image)
+    scorer = CalciumScorer(tiny_models, device="cpu", method="exact")
+    scorer.exact_threshold = 0.0  # every candidate goes to its most present artery
+    result = scorer.score(ct)
+    assert result.agatston_total > 0 and set(result.feedback) == {"LAD", "LCX", "RCA"}
+    labels = np.zeros(ct.GetSize()[::-1], np.uint8)
+    regions = feedback_regions(result, ct)
+    for artery, code in zip(
+        ("LAD", "LCX", "RCA"), (Label.CAC_LAD, Label.CAC_LCX, Label.CAC_RCA), strict=True
+    ):
+        part = result.feedback[artery]
+        assert part.GetSpacing() == ct.GetSpacing() and part.GetDirection() == ct.GetDirection()
+        pasted = sitk.GetArrayFromImage(paste_into_scan(part, ct))
+        assert float(pasted.sum()) == pytest.approx(result.agatston_per_artery[artery], rel=1e-5)
+        assert np.array_equal(regions[artery], pasted > 0)  # the SEG/overlay regions
+        labels[pasted > 0] = code
+    definition = agatston(sitk.GetArrayFromImage(ct), labels, case.spacing_zyx)
+    assert definition.per_artery == pytest.approx(result.agatston_per_artery, rel=1e-9)
+
+
+def test_exact_threshold_is_chosen_on_its_own_phantoms_and_installed(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    from training.calcium import select_exact
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models, weights)
+    out = tmp_path / "selection.json"
+    args = ["--n", "2", "--workers", "1", "--weights", str(weights), "--out", str(out)]
+    assert select_exact.main(args) == 0
+    manifest = json.loads((weights / "calcium_manifest.json").read_text())
+    exact = manifest["score"]["exact"]
+    selection = exact["selection"]
+    assert [r["presence_threshold"] for r in selection["rows"]] == list(select_exact.THRESHOLDS)
+    assert exact["presence_threshold"] == select_exact.choose(selection["rows"])
+    assert selection["validation"].startswith("2 generator-2 phantoms of seed 5252")
+    assert len(json.loads(out.read_text())["cases"]) == 2
+    assert (
+        manifest["sha256"]
+        == json.loads((tiny_models / "calcium_manifest.json").read_text())["sha256"]
+    )
+    card = " ".join((weights / "calcium_score.md").read_text().split())  # lines wrapped
+    assert f"Shipped: presence >= {exact['presence_threshold']}." in card
+    assert CalciumScorer(weights, method="exact").exact_threshold == exact["presence_threshold"]
+    rows = [{"presence_threshold": t, "icc": 0.9, "weighted_kappa": 0.8} for t in (0.3, 0.7)]
+    assert select_exact.choose(rows) == 0.3  # a tie: nearer 0.5 (both 0.2 away: the first)
+    rows[1]["icc"] = 0.95
+    assert select_exact.choose(rows) == 0.7
+
+
+def test_unknown_scoring_method_is_refused(tiny_models: Path) -> None:
+    with pytest.raises(ValueError, match="unknown scoring method"):
+        CalciumScorer(tiny_models, device="cpu", method="magic")

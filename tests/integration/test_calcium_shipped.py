@@ -66,6 +66,34 @@ def test_fixed_phantom_scores_within_the_stated_tolerance(
     assert not result.flags
 
 
+def test_shipped_default_is_the_exact_method_at_its_chosen_threshold(
+    scorer: CalciumScorer,
+) -> None:
+    """Version 2.2 ships the exact method (the network labels, models.agatston measures) at the
+    presence threshold select_exact chose; its results carry the calcium volume and the direct
+    regression beside the score."""
+    score = json.loads((WEIGHTS_DIR / MANIFEST).read_text())["score"]
+    assert scorer.method == score["method"] == "exact"
+    assert scorer.exact_threshold == score["exact"]["presence_threshold"]
+    case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
+    result = scorer.score(case.grid.to_image(case.image))
+    truth = case.truth
+    assert result.method == "exact" and result.regression_total is not None
+    assert abs(result.volume_mm3_total - truth.volume_mm3) <= max(
+        ABS_TOLERANCE, REL_TOLERANCE * truth.volume_mm3
+    )
+    assert result.volume_mm3_total == pytest.approx(sum(result.volume_mm3_per_artery.values()))
+    # The feedback is each counted voxel's contribution: it adds up to the score.
+    feedback = sum(sitk_sum(image) for image in result.feedback.values())
+    assert feedback == pytest.approx(result.agatston_total, rel=1e-5)
+
+
+def sitk_sum(image) -> float:
+    import SimpleITK as sitk
+
+    return float(sitk.GetArrayViewFromImage(image).sum(dtype=np.float64))
+
+
 def test_heart_search_is_on_as_shipped_and_finds_the_heart_the_network_misses(
     scorer: CalciumScorer,
 ) -> None:
@@ -105,6 +133,10 @@ def test_ctnode_score_prints_the_json_for_a_phantom_dicom_folder(tmp_path: Path)
 
 def test_stated_tolerance_is_what_the_held_out_evaluation_showed() -> None:
     evaluation = json.loads((WEIGHTS_DIR / "calcium_evaluation.json").read_text())
+    # "predicted" is the method the manifest shipped when it was evaluated: the shipped one.
+    assert evaluation.get("method", "regression") == json.loads(
+        (WEIGHTS_DIR / MANIFEST).read_text()
+    )["score"].get("method", "regression")
     cases = evaluation["cases"]
     assert len(cases) >= 200
     within = [

@@ -197,6 +197,38 @@ def test_sr(phantom: Phantom, tmp_path: Path) -> None:
     assert any("Not a diagnosis" in t for t in texts)
 
 
+def test_sr_carries_the_calcium_volume_of_an_exact_result(phantom: Phantom, tmp_path: Path) -> None:
+    """An exact-method result measures the calcium volume: the SR carries it (DCM 122660, mm3),
+    total and per artery, without being told, and stays valid; a regression result has none."""
+    truth = phantom.case.truth
+    exact = dataclasses.replace(
+        phantom.result,
+        method="exact",
+        volume_mm3_total=truth.volume_mm3,
+        volume_mm3_per_artery=dict(truth.volume_per_artery_mm3),
+    )
+    path = tmp_path / "sr.dcm"
+    build_calcium_sr(phantom.source, exact).save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    report = read_calcium_sr(pydicom.dcmread(path))
+    assert report.volume_mm3 == round(truth.volume_mm3, 2) > 0
+    assert report.volume_per_artery_mm3 == {
+        a: round(truth.volume_per_artery_mm3[a], 2) for a in ARTERIES
+    }
+    volumes = [
+        item
+        for item in _walk(pydicom.dcmread(path).ContentSequence)
+        if item.ValueType == "NUM"
+        and rc.same_code(item.ConceptNameCodeSequence[0], rc.CALCIUM_VOLUME)
+    ]
+    assert len(volumes) == 4
+    assert all(
+        v.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm3"
+        for v in volumes
+    )
+    assert read_calcium_sr(build_calcium_sr(phantom.source, phantom.result)).volume_mm3 is None
+
+
 def test_sr_dsrdump(phantom: Phantom, tmp_path: Path) -> None:
     """DCMTK reads the document as a valid SR and renders the score with its unit."""
     tool = require_tool("dsrdump", "dcmtk")

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 from models.calcium.inference import MANIFEST
+from models.labels import ARTERIES
 
 EVALUATION = "calcium_evaluation.json"
 
@@ -56,15 +57,21 @@ python -m training.calcium.select_presence --data data/calcium --score runs/scor
 # 4. install beside the registration (float16, sha256 in calcium_manifest.json), search on
 python -m training.calcium.ship --registration runs/registration --score runs/score \\
     --heart-search
-# 5. held-out evaluation (seed 424242) -> calcium_evaluation.json, figures, this card
+# 5. the exact method's presence threshold on 60 phantoms of seed 5252 (used by nothing else),
+#    written into the manifest (score.exact); version 2.2 is 2.1's weight files with this
+#    choice and score.method = exact (`ship --method exact` writes the method for a new run)
+python -m training.calcium.select_exact --n 60 --seed 5252 --workers 2
+# 6. held-out evaluation (seed 424242), both methods from one pass -> calcium_evaluation.json,
+#    figures, this card
 python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 ```
 
 With `--max-minutes` the learning-rate schedule follows the elapsed time, so the number of
 steps depends on the machine (the tables below record the steps each run took); without it the
 runs are step-driven and repeat exactly on the same device. `python -m
-training.calcium.train_all --work DIR --minutes M` runs steps 1-5 in one budget (one score run
-from scratch instead of four, presence on its own split)."""
+training.calcium.train_all --work DIR --minutes M` runs steps 1-4 and 6 in one budget (one score
+run from scratch instead of four, presence on its own split; it ships the regression method,
+step 5 chooses the exact method's threshold)."""
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -77,55 +84,146 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return "\n".join(["| | |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rows]])
 
 
+def _methods(ev: dict) -> dict:
+    """Figures per scoring method; an evaluation from before version 2.2 has one method."""
+    if "methods" in ev:
+        return ev["methods"]
+    return {ev.get("method", "regression"): {k: ev[k] for k in ("summary", "per_artery_icc")}}
+
+
 def evaluation_section(weights: Path) -> str:
     path = weights / EVALUATION
     if not path.exists():
         return "Not evaluated yet: run `python -m training.calcium.evaluate`."
     ev = json.loads(path.read_text())
-    s = ev["summary"]
-    rows = [
-        ("held-out phantoms (seed, n)", f"{ev['seed']}, {s['n']}"),
-        ("ICC(A,1) total", s["icc"]),
-        ("linearly weighted kappa, 5 categories", s["weighted_kappa"]),
-        ("category accuracy", s["category_accuracy"]),
-        ("mean absolute error (Agatston)", s["mae"]),
-        (
-            "Bland-Altman bias / limits",
-            f"{s['bland_altman']['bias']:.1f} / [{s['bland_altman']['loa_lower']:.1f}, "
-            f"{s['bland_altman']['loa_upper']:.1f}]",
-        ),
-        *[(f"ICC(A,1) {a}", v) for a, v in ev["per_artery_icc"].items()],
+    methods = _methods(ev)
+    shipped = ev.get("method", "regression")
+    names = list(methods)
+
+    def row(label: str, pick) -> str:
+        return f"| {label} | " + " | ".join(_fmt(pick(methods[m])) for m in names) + " |"
+
+    def limits(m: dict) -> str:
+        ba = m["summary"]["bland_altman"]
+        return f"{ba['bias']:.1f} / [{ba['loa_lower']:.1f}, {ba['loa_upper']:.1f}]"
+
+    header = "| | " + " | ".join(f"{m}{' (shipped)' if m == shipped else ''}" for m in names)
+    lines = [
+        header + " |",
+        "|---|" + "---|" * len(names),
+        "| held-out phantoms (seed, n) | "
+        + " | ".join(f"{ev['seed']}, {methods[m]['summary']['n']}" for m in names)
+        + " |",
+        row("ICC(A,1) total", lambda m: m["summary"]["icc"]),
+        row("linearly weighted kappa, 5 categories", lambda m: m["summary"]["weighted_kappa"]),
+        row("category accuracy", lambda m: m["summary"]["category_accuracy"]),
+        row("mean absolute error (Agatston)", lambda m: m["summary"]["mae"]),
+        row("Bland-Altman bias / limits", limits),
+        *[row(f"ICC(A,1) {a}", lambda m, a=a: m["per_artery_icc"][a]) for a in ARTERIES],
+    ]
+    common = [
         ("flags raised on phantoms", ev.get("flag_counts", {})),
+        ("seconds per scan (median, this machine; both methods)", ev.get("seconds_median")),
         (
             "indeterminate / not scored (counted apart)",
-            f"{s.get('n_indeterminate', 0)} / {s.get('n_not_scored', 0)}",
+            f"{ev['summary'].get('n_indeterminate', 0)} / {ev['summary'].get('n_not_scored', 0)}",
         ),
-        ("seconds per scan (median, this machine)", ev.get("seconds_median")),
     ]
-    real = "\n".join(
-        f"| {r['series']} | {_total(r)} | {r.get('category_name', r['category'])} | "
-        f"{', '.join(r['flags']) or '-'} |"
+    if ev.get("volume_mae_mm3") is not None:
+        common.append(("calcium volume, mean absolute error (mm^3, exact)", ev["volume_mae_mm3"]))
+    confusion = "\n\n".join(
+        f"Confusion matrix, {m} (rows: truth, columns: predicted; categories 0 / 1-10 / "
+        "11-100 / 101-400 / >400):\n\n"
+        + "\n".join(
+            "    " + " ".join(f"{v:4d}" for v in r)
+            for r in methods[m]["summary"]["confusion_matrix"]
+        )
+        for m in names
+    )
+    figures = " ".join(
+        f"![{m}: {'scatter' if 'scatter' in f else 'Bland-Altman'}]({f})"
+        for m in names
+        for f in methods[m].get("figures", ["calcium_scatter.png", "calcium_bland_altman.png"])
+    )
+    real_rows = "\n".join(
+        f"| {r['series']} | {_total(r)} ({r.get('method', 'regression')}) | "
+        + (f"{r['regression_total']:.1f}" if r.get("regression_total") is not None else "-")
+        + f" | {r.get('category_name', r['category'])} | {', '.join(r['flags']) or '-'} |"
         for r in ev.get("real", [])
+    )
+    real = (
+        "Real negative control (`lung_pet_ct_dx_A0001`, no visible coronary calcium), both "
+        "methods from one pass:\n\n| series | Agatston | regression | category (first "
+        "column) | flags |\n|---|---|---|---|---|\n" + real_rows
+        if real_rows
+        else ""
     )
     return "\n\n".join(
         [
-            _table(rows),
-            "Confusion matrix (rows: truth, columns: predicted; categories 0 / 1-10 / 11-100 / 101-400 / >400):\n\n"
-            + "\n".join("    " + " ".join(f"{v:4d}" for v in row) for row in s["confusion_matrix"]),
-            "![scatter](calcium_scatter.png) ![Bland-Altman](calcium_bland_altman.png)",
-            "Real negative control (`lung_pet_ct_dx_A0001`, no visible coronary calcium):\n\n"
-            "| series | Agatston | category | flags |\n|---|---|---|---|\n" + real
-            if real
-            else "",
+            "\n".join(lines),
+            _table(common),
+            confusion,
+            figures,
+            real,
             f"Machine: {ev.get('machine', 'not recorded')}.",
         ]
     )
 
 
-def _total(row: dict) -> str:
-    """A real scan's total as the card shows it (None: not scored, contrast gate)."""
-    total = row["agatston_total"]
-    return "not scored" if total is None else f"{total:.1f}"
+def method_section(score: dict) -> str:
+    """Which scoring method is shipped, why, and the exact method's threshold choice."""
+    method = score.get("method", "regression")
+    exact = score.get("exact")
+    text = (
+        "## Scoring method\n\n"
+        + textwrap.fill(
+            "Two methods from one pass of the network (`models/calcium/inference.py`, "
+            "`CalciumScorer(method=...)`). Exact (`models/calcium/exact.py`): the network only "
+            "decides; every native candidate voxel (HU >= 130) in the score box and the coronary "
+            "region takes the presence probability of its nearest score cell and is labelled "
+            "with the artery of highest presence where that reaches the threshold below; the "
+            "score, per artery, and the calcium volume are `models/agatston.py` on the scan's own "
+            "voxels with these labels, and the feedback is each labelled voxel's contribution. "
+            "Regression (paper A, de Vos et al. 2019): the sums of the network's map (presence x "
+            "correction x candidate prior); every result carries its figures "
+            "(`regression_total`).",
+            width=96,
+        )
+        + "\n\n"
+        + textwrap.fill(
+            f"Shipped: **{method}**. {score.get('method_reason', '')}".strip(), width=96
+        )
+    )
+    if not exact or "selection" not in exact:
+        return text + "\n"
+    selection = exact["selection"]
+    header = ("presence threshold", "ICC", "weighted kappa", "category accuracy", "MAE")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        f"| {r['presence_threshold']} | {r['icc']:.4f} | {r['weighted_kappa']:.3f} | "
+        f"{r['category_accuracy']:.3f} | {r['mae']:.1f} |"
+        for r in selection["rows"]
+    ]
+    reg = selection.get("regression")
+    if reg:
+        lines.append(
+            f"| (regression, same phantoms) | {reg['icc']:.4f} | {reg['weighted_kappa']:.3f} | "
+            f"{reg['category_accuracy']:.3f} | {reg['mae']:.1f} |"
+        )
+    return (
+        text
+        + "\n\n### Exact method: presence threshold (chosen on validation phantoms)\n\n"
+        + textwrap.fill(
+            f"`python -m training.calcium.select_exact` on {selection['validation']} (neither "
+            "training, the soft-presence choice nor the held-out evaluation uses the seed): "
+            "highest weighted kappa, then ICC, then nearest 0.5. Shipped: presence >= "
+            f"{exact['presence_threshold']}.",
+            width=96,
+        )
+        + "\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def presence_section(score: dict) -> str:
@@ -358,10 +456,11 @@ so errors within that range are covered by design.
 
 ![training curve](calcium_score_curve.png)
 
+{method_section(score)}
 {presence_section(score)}
 {region_section(score, bool(reg.get("heart_search")))}
 
-## Evaluation (the whole pipeline: registration, crop, score)
+## Evaluation (the whole pipeline: registration, crop, score; both methods)
 
 {evaluation_section(weights)}
 
@@ -371,3 +470,9 @@ Trained on synthetic phantoms only (`models/phantoms`): no stents, valve prosthe
 leads, motion or beam-hardening artefacts, contrast media or other pathology. Results on real
 scans are reported above as measured; the score is an automated estimate, not a diagnosis.
 """)
+
+
+def _total(row: dict) -> str:
+    """A real scan's total as the card shows it (None: not scored, contrast gate)."""
+    total = row["agatston_total"]
+    return "not scored" if total is None else f"{total:.1f}"

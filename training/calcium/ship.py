@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR
+from models.calcium.inference import MANIFEST, METHODS, WEIGHTS_DIR
 from models.files import sha256
 from models.phantoms.case import GENERATOR_VERSION
 from training.calcium.cards import write_cards
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="score with a hard presence decision at this probability (default: the choice "
         "in the score run's presence_selection.json, else the soft product)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="regression",
+        help="the scoring method the manifest ships (default regression; exact: run "
+        "select_exact afterwards to choose its presence threshold for these weights)",
     )
     parser.add_argument(
         "--heart-search",
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in score.items() if k != "history"},
             "presence_threshold": threshold,
             "presence_selection": selection,
+            "method": args.method,
             **(
                 {}
                 if region is None
