@@ -23,7 +23,9 @@
 
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
 scan correlates poorly with the atlas, or the transform is at its limits), and
-`heart_outside_field_of_view` (the box around the located heart is mostly outside the scan).
+`heart_outside_field_of_view` (under 70 % of the coronary region around the located heart lies
+inside the scan: the heart is cut; a dedicated cardiac reconstruction, which leaves much of the
+larger score box outside, is not flagged).
 A contrast-enhanced series (contrast.py: header or blood pool around the located heart) is not
 scored: the result has the flag `contrast_enhanced` and no score.
 """
@@ -43,7 +45,7 @@ import torch
 from models.agatston import cac_drs, risk_category
 from models.calcium import networks as nets
 from models.calcium.contrast import assess_contrast
-from models.calcium.coronary_region import region_mask
+from models.calcium.coronary_region import region_bounds, region_mask
 from models.calcium.exact import (
     DEFAULT_PRESENCE_THRESHOLD,
     ExactScore,
@@ -75,7 +77,8 @@ MIN_SLICES = 16
 MIN_EXTENT_MM = 80.0
 MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
 MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
-MIN_BOX_INSIDE = 0.6  # fraction of the score box that must lie inside the scan
+MIN_BOX_INSIDE = 0.6  # fraction of the score box inside the scan (manifests without a region)
+MIN_REGION_INSIDE = 0.7  # of the coronary region (chosen by training/calcium/fov_check.py)
 METHODS = ("exact", "regression")
 
 
@@ -198,7 +201,7 @@ class CalciumScorer:
         centre, transform, ncc = self.locate_heart(ct)
         if ncc < MIN_NCC:
             flags.append("registration_failure")
-        if _fraction_inside(ct, centre) < MIN_BOX_INSIDE:
+        if self.heart_cut(ct, centre):
             flags.append("heart_outside_field_of_view")
         contrast = assess_contrast(ct, centre)
         if contrast.enhanced:  # Agatston is not defined on contrast-enhanced CT: no score
@@ -245,6 +248,26 @@ class CalciumScorer:
             regression_total=float(sum(regression.values())),
             regression_per_artery=regression,
         )
+
+    def coverage(self, ct: sitk.Image, centre: np.ndarray) -> dict[str, float]:
+        """How much of the score box and of the coronary region (where calcium counts; the
+        box again for a manifest without one) around the located heart lies inside the scan."""
+        box = fraction_inside(ct, centre, *score_box_bounds())
+        region = box if self.region_mm is None else fraction_inside(
+            ct, centre, *region_bounds(self.region_mm)
+        )  # fmt: skip
+        return {"score_box": box, "coronary_region": region}
+
+    def heart_cut(self, ct: sitk.Image, centre: np.ndarray) -> bool:
+        """Whether the scan cuts the heart: the coronary region around the located heart is
+        not covered well enough (training/calcium/fov_check.py chose MIN_REGION_INSIDE). The
+        score box is larger than the heart (the network's context), so a dedicated cardiac
+        reconstruction leaves much of it outside the scan with the heart whole; the box rule
+        of version 2.2 and earlier (MIN_BOX_INSIDE) remains for a manifest without a region."""
+        cover = self.coverage(ct, centre)
+        if self.region_mm is None:
+            return cover["score_box"] < MIN_BOX_INSIDE
+        return cover["coronary_region"] < MIN_REGION_INSIDE
 
     def score_network(self, ct: sitk.Image, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of the score network on the box around `centre`: the direct
@@ -308,17 +331,26 @@ def _slice_thickness(ct: sitk.Image) -> float:
     return float(ct.GetSpacing()[2])
 
 
-def _fraction_inside(ct: sitk.Image, centre: np.ndarray) -> float:
-    """Fraction of the score box (on a coarse lattice) that falls inside the scan."""
+def score_box_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) x y z mm of the score box about its centre."""
     half = (np.asarray(SCORE_SIZE_XYZ) - 1) / 2 * np.asarray(SCORE_SPACING_MM)
-    axes = [np.linspace(c - h, c + h, 7) for c, h in zip(centre, half, strict=True)]
+    return -half, half
+
+
+def fraction_inside(
+    ct: sitk.Image, centre: np.ndarray, low: np.ndarray, high: np.ndarray, steps: int = 15
+) -> float:
+    """Fraction of the box [centre + low, centre + high] (x y z mm, on a lattice of `steps`
+    points per axis) that falls inside the scan."""
+    axes = [np.linspace(c + lo, c + hi, steps) for c, lo, hi in zip(centre, low, high, strict=True)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    # physical = origin + direction @ (index * spacing), solved for the index of every point
+    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
+    offsets = np.linalg.solve(direction, (points - np.asarray(ct.GetOrigin())).T).T
+    index = offsets / np.asarray(ct.GetSpacing())
     size = np.asarray(ct.GetSize())
-    inside = 0
-    for p in points:
-        index = np.asarray(ct.TransformPhysicalPointToContinuousIndex(p.tolist()))
-        inside += bool(np.all(index >= -0.5) and np.all(index <= size - 0.5))
-    return inside / len(points)
+    inside = np.all((index >= -0.5) & (index <= size - 0.5), axis=1)
+    return float(inside.mean())
 
 
 # Score-grid cells below this carry no visible feedback: a cell needs about 0.23 AU to reach the

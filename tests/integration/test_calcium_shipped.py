@@ -17,6 +17,7 @@ from models.agatston import risk_category
 from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer
 from models.files import sha256
 from models.phantoms.case import CaseOptions, generate_case
+from training.calcium.fov_check import variants as fov_variants
 from training.calcium.prepare import heart_centre
 
 pytestmark = pytest.mark.skipif(
@@ -161,3 +162,26 @@ def test_feedback_of_a_scan_without_calcium_is_a_zero_map_on_its_grid(tmp_path: 
     image = sitk.ReadImage(str(out))
     assert image.GetSize() == (512, 512, 64)  # the scan's own grid (dcm2niix test: 512x512x64)
     assert float(sitk.GetArrayViewFromImage(image).max()) == 0.0
+
+
+def test_a_cardiac_field_of_view_is_scored_and_a_cut_heart_is_indeterminate(
+    scorer: CalciumScorer,
+) -> None:
+    """Issue 25 item 2: a dedicated calcium-scoring reconstruction (220 mm around the heart,
+    from above it to below it; training/calcium/fov_check.py) is scored as the whole chest is,
+    without `heart_outside_field_of_view`, although most of the network's 192 x 192 x 180 mm
+    box lies outside it; the same field of view ending at the heart's middle is flagged and
+    its category withheld."""
+    case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
+    ct = case.grid.to_image(case.image)
+    crops = fov_variants(case, ct, np.random.default_rng(0))
+    full, cardiac = scorer.score(ct), scorer.score(crops["cardiac"])
+    crop = crops["cardiac"]  # a real crop: 220 mm across, shorter than the chest scan
+    assert crop.GetSize()[0] * crop.GetSpacing()[0] <= 221.0
+    assert crop.GetSize()[2] < ct.GetSize()[2]
+    assert not cardiac.flags
+    assert cardiac.reported_category == full.reported_category == risk_category(case.truth.total)
+    assert cardiac.agatston_total == pytest.approx(full.agatston_total, rel=0.05)
+    cut = scorer.score(crops["cut_below"])
+    assert "heart_outside_field_of_view" in cut.flags
+    assert cut.reported_category is None
