@@ -22,7 +22,8 @@
    The regression's figures are in every result (`regression_total`), whichever method.
 
 Quality flags: `too_few_slices` (under 16 slices or 80 mm), `registration_failure` (the aligned
-scan correlates poorly with the atlas, or the transform is at its limits), and
+scan correlates poorly with the atlas and the heart search's local correlation does not vouch
+for it, or the transform is at its limits), and
 `heart_outside_field_of_view` (under 70 % of the coronary region around the located heart lies
 inside the scan: the heart is cut; a dedicated cardiac reconstruction, which leaves much of the
 larger score box outside, is not flagged).
@@ -76,6 +77,7 @@ MANIFEST = "calcium_manifest.json"
 MIN_SLICES = 16
 MIN_EXTENT_MM = 80.0
 MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see the model card)
+MIN_HEART_NCC = 0.35  # ... unless the heart search's correlation reaches this (fov_check.py)
 MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
 MIN_BOX_INSIDE = 0.6  # fraction of the score box inside the scan (manifests without a region)
 MIN_REGION_INSIDE = 0.7  # of the coronary region (chosen by training/calcium/fov_check.py)
@@ -199,7 +201,7 @@ class CalciumScorer:
         if ct.GetSize()[2] < MIN_SLICES or extent < MIN_EXTENT_MM:
             flags.append("too_few_slices")
         centre, transform, ncc = self.locate_heart(ct)
-        if ncc < MIN_NCC:
+        if not alignment_trusted(ncc, transform.get("heart_correlation")):
             flags.append("registration_failure")
         if self.heart_cut(ct, centre):
             flags.append("heart_outside_field_of_view")
@@ -294,6 +296,18 @@ class CalciumScorer:
         if candidates is None:
             return nothing_counted()
         return exact_score(candidates, self.exact_threshold)
+
+
+def alignment_trusted(ncc: float, heart_ncc: float | None) -> bool:
+    """Whether the located heart may be trusted: the aligned scan correlates with the atlas
+    over the registration's whole 400 mm grid (MIN_NCC), or, where it does not, the heart
+    search's local correlation around the heart vouches for it (MIN_HEART_NCC). A cardiac
+    field of view of 160-220 mm fills little of the grid and correlates poorly with the
+    whole-chest atlas although its heart is found (training/calcium/fov_check.py). A transform
+    at the network's limits (ncc -1 from locate_heart) is never trusted."""
+    if ncc >= MIN_NCC:
+        return True
+    return ncc > -1.0 and heart_ncc is not None and heart_ncc >= MIN_HEART_NCC
 
 
 def heart_offset_mm(a: torch.Tensor, t: torch.Tensor, shift_mm: torch.Tensor) -> np.ndarray:

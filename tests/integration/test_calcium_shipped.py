@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models.agatston import risk_category
-from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer
+from models.calcium.inference import MANIFEST, MIN_NCC, WEIGHTS_DIR, CalciumScorer
 from models.files import sha256
 from models.phantoms.case import CaseOptions, generate_case
 from training.calcium.fov_check import variants as fov_variants
@@ -169,9 +169,9 @@ def test_a_cardiac_field_of_view_is_scored_and_a_cut_heart_is_indeterminate(
 ) -> None:
     """Issue 25 item 2: a dedicated calcium-scoring reconstruction (220 mm around the heart,
     from above it to below it; training/calcium/fov_check.py) is scored as the whole chest is,
-    without `heart_outside_field_of_view`, although most of the network's 192 x 192 x 180 mm
-    box lies outside it; the same field of view ending at the heart's middle is flagged and
-    its category withheld."""
+    without `heart_outside_field_of_view`, although much of the network's 192 x 192 x 180 mm
+    box lies outside it, and so is a 190 mm one, without `registration_failure`; the same field
+    of view ending at the heart's middle is flagged and its category withheld."""
     case = generate_case(20261127, 3, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
     ct = case.grid.to_image(case.image)
     crops = fov_variants(case, ct, np.random.default_rng(0))
@@ -182,6 +182,12 @@ def test_a_cardiac_field_of_view_is_scored_and_a_cut_heart_is_indeterminate(
     assert not cardiac.flags
     assert cardiac.reported_category == full.reported_category == risk_category(case.truth.total)
     assert cardiac.agatston_total == pytest.approx(full.agatston_total, rel=0.05)
+    # 190 mm across: the registration's whole-grid correlation is low (a small part of its
+    # 400 mm grid holds the scan); the heart search's correlation vouches for the heart.
+    narrow = scorer.score(crops["cardiac_190"])
+    assert narrow.transform["atlas_correlation"] < MIN_NCC
+    assert not narrow.flags
+    assert narrow.reported_category == full.reported_category
     cut = scorer.score(crops["cut_below"])
     assert "heart_outside_field_of_view" in cut.flags
     assert cut.reported_category is None

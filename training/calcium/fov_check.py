@@ -13,6 +13,7 @@ crops of the same voxels:
   heart is whole: the flag must not be raised;
 - cut_below / cut_above: the same field of view, but the scan ends (starts) at the heart's
   middle: half the heart is missing and the flag must be raised;
+- cardiac_160, cardiac_190: the cardiac field of view at 160 and 190 mm across (heart whole);
 - cut_side: the 220 mm window shifted sideways so that the heart's centre lies on its edge
   (cut there even at the scan's edge).
 
@@ -41,16 +42,21 @@ import numpy as np
 import SimpleITK as sitk
 
 from models.agatston import risk_category
-from models.calcium.inference import MIN_BOX_INSIDE, WEIGHTS_DIR, CalciumScorer
+from models.calcium.inference import MIN_BOX_INSIDE, MIN_NCC, WEIGHTS_DIR, CalciumScorer
 from models.calcium.result import UNTRUSTED_FLAGS
 from models.phantoms.case import generate_case
 from models.phantoms.plan import case_plan
+from training.calcium.prepare import heart_centre
 
 SEED = 6464
 CARDIAC_FOV_MM = 220.0
 THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
-WHOLE, CUT = ("full", "cardiac"), ("cut_below", "cut_above", "cut_side")
+SMALL_FOVS_MM = (160.0, 190.0)
+WHOLE = ("full", "cardiac", *(f"cardiac_{fov:.0f}" for fov in SMALL_FOVS_MM))
+CUT = ("cut_below", "cut_above", "cut_side")
 OUTSIDE = "heart_outside_field_of_view"
+REGISTRATION = "registration_failure"
+HEART_NCC = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 _scorer: CalciumScorer | None = None
 
@@ -97,8 +103,13 @@ def variants(case, ct: sitk.Image, rng: np.random.Generator) -> dict[str, sitk.I
         return crop(ct, [*(xy_centre - half), z_low], [*(xy_centre + half), z_high])
 
     side = np.array([1.0, 0.0]) * half * (1 if rng.random() < 0.5 else -1)
+    small = {  # smaller cardiac fields of view, same centre and range
+        f"cardiac_{fov:.0f}": crop(ct, [*(xy - fov / 2), bottom], [*(xy + fov / 2), top])
+        for fov in SMALL_FOVS_MM
+    }
     return {
         "cardiac": window(xy, bottom, top),
+        **small,
         "cut_below": window(xy, middle_z, top),
         "cut_above": window(xy, bottom, middle_z),
         "cut_side": crop(
@@ -107,10 +118,13 @@ def variants(case, ct: sitk.Image, rng: np.random.Generator) -> dict[str, sitk.I
     }
 
 
-def _score(ct: sitk.Image) -> dict:
+def _score(ct: sitk.Image, true_centre: np.ndarray) -> dict:
     result = _scorer.score(ct)
     centre = np.asarray(result.heart_centre_mm)
     return {
+        "centre_error_mm": float(np.linalg.norm(centre - true_centre)),
+        "atlas_correlation": result.transform.get("atlas_correlation"),
+        "heart_correlation": result.transform.get("heart_correlation"),
         "total": result.agatston_total,
         "category": None if result.agatston_total is None else risk_category(result.agatston_total),
         "flags": list(result.flags),
@@ -124,90 +138,139 @@ def _job(job: tuple[int, int, int]) -> dict:
     case = generate_case(seed, category)
     ct = case.grid.to_image(case.image)
     rng = np.random.default_rng([seed, 6464])
-    rows = {"full": _score(ct)}
-    rows.update({name: _score(image) for name, image in variants(case, ct, rng).items()})
+    true_centre = heart_centre(case.patient)
+    rows = {"full": _score(ct, true_centre)}
+    rows.update(
+        {name: _score(image, true_centre) for name, image in variants(case, ct, rng).items()}
+    )
     return {"index": index, "seed": seed, "truth": case.truth.total, "rows": rows}
 
 
-def _other_untrusted(row: dict) -> bool:
-    """An untrusted flag other than the one chosen here (the result is indeterminate anyway)."""
-    return any(flag in UNTRUSTED_FLAGS and flag != OUTSIDE for flag in row["flags"])
+class Rules:
+    """The two rules chosen here, as the scorer applies them: the heart is cut when the
+    `measure` ("coronary_region", or 2.2's "score_box") lies less than `inside` in the scan;
+    the registration failed when it hit its limits, or its whole-grid correlation is under
+    MIN_NCC and the heart search's local correlation (heart_ncc; None: not consulted, as in
+    2.2) does not vouch for it."""
+
+    def __init__(self, measure: str, inside: float, heart_ncc: float | None) -> None:
+        self.measure, self.inside, self.heart_ncc = measure, inside, heart_ncc
+
+    def cut(self, row: dict) -> bool:
+        return row[self.measure] < self.inside
+
+    def registration_failed(self, row: dict) -> bool:
+        ncc, heart = row["atlas_correlation"], row["heart_correlation"]
+        if ncc >= MIN_NCC:  # flagged all the same: the transform was at its limits
+            return REGISTRATION in row["flags"]
+        return self.heart_ncc is None or heart is None or heart < self.heart_ncc
+
+    def indeterminate(self, row: dict) -> bool:
+        """Any untrusted flag: the category is withheld."""
+        other = any(f in UNTRUSTED_FLAGS and f not in (OUTSIDE, REGISTRATION) for f in row["flags"])
+        return self.cut(row) or self.registration_failed(row) or other
+
+    def describe(self) -> str:
+        heart = "" if self.heart_ncc is None else f", heart correlation >= {self.heart_ncc}"
+        return f"{self.measure} < {self.inside}{heart}"
 
 
-def rule_errors(cases: list[dict], key: str, threshold: float) -> dict:
-    """Flags the rule raises per variant, and its wrong decisions: a whole heart flagged, or a
-    cut heart left with no untrusted flag at all (neither this one nor, e.g., a failed
-    registration: only then would its score be shown)."""
-    flagged = {name: sum(c["rows"][name][key] < threshold for c in cases) for name in WHOLE + CUT}
-    shown_cut = sum(
-        not (c["rows"][n][key] < threshold or _other_untrusted(c["rows"][n]))
-        for c in cases
-        for n in CUT
-    )
-    wrong = sum(flagged[n] for n in WHOLE) + shown_cut
-    return {"measure": key, "threshold": threshold, "flagged": flagged, "cut_shown": shown_cut,
-            "wrong": wrong}  # fmt: skip
+def errors(cases: list[dict], rules: Rules) -> dict:
+    """Per variant, how many results the rules make indeterminate, and the wrong decisions:
+    whole hearts indeterminate plus cut hearts shown (no untrusted flag at all)."""
+    names = [name for name in WHOLE + CUT if all(name in c["rows"] for c in cases)]
+    withheld = {n: sum(rules.indeterminate(c["rows"][n]) for c in cases) for n in names}
+    cut_shown = sum(len(cases) - withheld[n] for n in CUT)
+    whole_withheld = sum(withheld[n] for n in WHOLE if n in withheld)
+    return {"rules": rules.describe(), "measure": rules.measure, "inside": rules.inside,
+            "heart_ncc": rules.heart_ncc, "indeterminate": withheld, "cut_shown": cut_shown,
+            "wrong": whole_withheld + cut_shown}  # fmt: skip
 
 
-def agreement(cases: list[dict], key: str, threshold: float) -> dict:
-    """Cardiac crop vs full scan: same category, and same category with a crop (or full
-    scan) under any untrusted flag counted as indeterminate, i.e. a disagreement."""
-    same = shown_same = 0
-    for c in cases:
-        full, cardiac = c["rows"]["full"], c["rows"]["cardiac"]
-        same += cardiac["category"] == full["category"]
-        shown = all(r[key] >= threshold and not _other_untrusted(r) for r in (full, cardiac))
-        shown_same += shown and cardiac["category"] == full["category"]
-    n = len(cases)
-    return {"n": n, "same_category": same / n, "same_category_and_unflagged": shown_same / n}
+def agreement(cases: list[dict], rules: Rules) -> dict:
+    """Per whole-heart crop, against the full scan: the same category, and the same category
+    with neither indeterminate (a withheld category counts as a disagreement)."""
+    out = {}
+    for name in WHOLE[1:]:
+        if not all(name in c["rows"] for c in cases):
+            continue
+        same = shown_same = 0
+        for c in cases:
+            full, crop_row = c["rows"]["full"], c["rows"][name]
+            equal = crop_row["category"] == full["category"]
+            same += equal
+            shown_same += equal and not (rules.indeterminate(full) or rules.indeterminate(crop_row))
+        out[name] = {"same_category": same / len(cases), "same_and_shown": shown_same / len(cases)}
+    return out
 
 
 def report(cases: list[dict]) -> dict:
-    rows = [rule_errors(cases, "coronary_region", t) for t in THRESHOLDS]
-    best = min(rows, key=lambda r: (r["wrong"], r["threshold"]))
-    box = rule_errors(cases, "score_box", MIN_BOX_INSIDE)
+    """First the cut rule (with 2.2's registration rule), then the registration rule given the
+    chosen cut rule: each the fewest wrong decisions; ties: the lowest region threshold (flag
+    only what is clearly cut), the highest heart correlation (trust least)."""
+    region = [errors(cases, Rules("coronary_region", t, None)) for t in THRESHOLDS]
+    inside = min(region, key=lambda r: (r["wrong"], r["inside"]))["inside"]
+    trust = [errors(cases, Rules("coronary_region", inside, h)) for h in (None, *HEART_NCC)]
+    heart = min(trust, key=lambda r: (r["wrong"], -(r["heart_ncc"] or 0.0)))["heart_ncc"]
+    old, new = Rules("score_box", MIN_BOX_INSIDE, None), Rules("coronary_region", inside, heart)
     return {
         "n": len(cases),
-        "region_rules": rows,
-        "chosen": best["threshold"],
-        "box_rule_2_2": box,
-        "agreement_region_rule": agreement(cases, "coronary_region", best["threshold"]),
-        "agreement_box_rule_2_2": agreement(cases, "score_box", MIN_BOX_INSIDE),
+        "region_rules": region,
+        "registration_rules": trust,
+        "chosen": {"min_region_inside": inside, "min_heart_ncc": heart},
+        "rules_2_2": errors(cases, old),
+        "rules_chosen": errors(cases, new),
+        "agreement_2_2": agreement(cases, old),
+        "agreement_chosen": agreement(cases, new),
     }
 
 
 def markdown(summary: dict, seed: int) -> str:
     n = summary["n"]
+    names = list(summary["rules_chosen"]["indeterminate"])
+    head = ["| rules | " + " | ".join(names) + " | cut hearts shown | wrong |",
+            "|---" * (len(names) + 3) + "|"]  # fmt: skip
+
+    def table(rows: list[dict]) -> list[str]:
+        return head + [
+            f"| {r['rules']} | " + " | ".join(str(r["indeterminate"][k]) for k in names)
+            + f" | {r['cut_shown']} | {r['wrong']} |"
+            for r in rows
+        ]  # fmt: skip
+
+    chosen = summary["chosen"]
     lines = [
-        f"# heart_outside_field_of_view on {n} own-style phantoms (seed {seed}) and their crops",
+        f"# Field-of-view rules on {n} own-style phantoms (seed {seed}) and their crops",
         "",
-        "Flags raised per variant (whole hearts: full, cardiac; cut hearts: cut_below, "
-        "cut_above, cut_side), per rule:",
+        "Results made indeterminate (any untrusted flag) per variant; whole hearts: full, "
+        "cardiac*; cut hearts: cut_*. cut hearts shown: cut crops with no untrusted flag; "
+        "wrong = whole hearts indeterminate + cut hearts shown.",
         "",
-        "| rule | full | cardiac | cut_below | cut_above | cut_side | cut hearts shown | wrong |",
-        "|---|---|---|---|---|---|---|---|",
+        "Version 2.2's rules, then the chosen ones:",
+        "",
+        *table([summary["rules_2_2"], summary["rules_chosen"]]),
+        "",
+        "The cut rule (registration as in 2.2):",
+        "",
+        *table(summary["region_rules"]),
+        "",
+        f"The registration rule, with coronary_region < {chosen['min_region_inside']}:",
+        "",
+        *table(summary["registration_rules"]),
+        "",
+        f"Chosen: coronary_region < {chosen['min_region_inside']}, "
+        f"heart correlation >= {chosen['min_heart_ncc']}.",
+        "",
+        "Whole-heart crops in the full scan's category (measured; and with neither indeterminate):",
+        "",
+        "| crop | 2.2 rules | chosen rules |",
+        "|---|---|---|",
     ]
-    for r in [summary["box_rule_2_2"], *summary["region_rules"]]:
-        f = r["flagged"]
+    for name, old in summary["agreement_2_2"].items():
+        new = summary["agreement_chosen"][name]
         lines.append(
-            f"| {r['measure']} < {r['threshold']} | {f['full']} | {f['cardiac']} | "
-            f"{f['cut_below']} | {f['cut_above']} | {f['cut_side']} | {r['cut_shown']} | "
-            f"{r['wrong']} |"
-        )
-    lines += [
-        "",
-        "cut hearts shown: cut crops with no untrusted flag (this rule's or another), whose "
-        "score would be shown; wrong = whole hearts flagged + cut hearts shown.",
-        "",
-        f"Chosen: coronary_region < {summary['chosen']}.",
-        "",
-    ]
-    for name in ("agreement_box_rule_2_2", "agreement_region_rule"):
-        a = summary[name]
-        lines.append(
-            f"- {name}: cardiac crop in the full scan's category {a['same_category']:.1%}; "
-            f"the same with neither indeterminate {a['same_category_and_unflagged']:.1%} "
-            f"(n={a['n']})"
+            f"| {name} | {old['same_category']:.0%}; {old['same_and_shown']:.0%} | "
+            f"{new['same_category']:.0%}; {new['same_and_shown']:.0%} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
-"""models/calcium/inference.py: how much of a box around the heart lies inside the scan."""
+"""models/calcium/inference.py: the quality flags' measures (how much of a box around the heart
+lies inside the scan; whether the alignment is trusted)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from models.calcium.inference import fraction_inside
+from models.calcium.inference import MIN_HEART_NCC, MIN_NCC, alignment_trusted, fraction_inside
 
 
 def _scan(direction: tuple[float, ...]) -> sitk.Image:
@@ -44,3 +45,13 @@ def test_fraction_inside_agrees_with_simpleitk_for_any_orientation(direction) ->
     inner = np.asarray(image.TransformIndexToPhysicalPoint((25, 30, 20)))
     assert fraction_inside(image, inner, low / 10, high / 10) == 1.0
     assert fraction_inside(image, inner + 1000.0, low, high) == 0.0
+
+
+def test_a_poor_whole_grid_correlation_is_trusted_only_when_the_heart_search_vouches() -> None:
+    assert alignment_trusted(MIN_NCC, None)
+    assert alignment_trusted(MIN_NCC, 0.0)  # the whole grid correlates: the search is not asked
+    low = MIN_NCC - 0.1  # a small field of view fills little of the 400 mm grid
+    assert alignment_trusted(low, MIN_HEART_NCC)
+    assert not alignment_trusted(low, MIN_HEART_NCC - 0.01)
+    assert not alignment_trusted(low, None)  # no heart search (a 1.0 manifest)
+    assert not alignment_trusted(-1.0, 0.99)  # a transform at the network's limits
