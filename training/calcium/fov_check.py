@@ -1,31 +1,31 @@
-"""Choose the rule of `heart_outside_field_of_view` on own-style field-of-view variants, and
-measure the cardiac-field-of-view agreement (issue 25 item 2).
+"""Choose the field-of-view rules of the calcium scorer on own-style crops, and measure the
+cardiac-field-of-view agreement (issue 25 item 2).
 
 python -m training.calcium.fov_check [--n 100] [--seed 6464] [--workers 2] [--weights DIR]
                                      [--out training/calcium/results/fov_check] [--report-only]
 
 Each phantom (generator 2, seed 6464: used by nothing else; training 1001, soft presence
-5151, exact threshold 5252, held-out 424242) is scored as a whole chest scan and as four
-crops of the same voxels:
+5151, exact threshold 5252, held-out 424242) is scored as a whole chest scan and as six crops
+of the same voxels:
 
 - cardiac: a dedicated calcium-scoring reconstruction: a 220 mm field of view centred on the
-  heart (+-8 mm), from 5-35 mm above the heart (about the carina) to 10-20 mm below it. The
-  heart is whole: the flag must not be raised;
-- cut_below / cut_above: the same field of view, but the scan ends (starts) at the heart's
-  middle: half the heart is missing and the flag must be raised;
-- cardiac_160, cardiac_190: the cardiac field of view at 160 and 190 mm across (heart whole);
-- cut_side: the 220 mm window shifted sideways so that the heart's centre lies on its edge
+  heart (+-8 mm), from 5-35 mm above the heart (about the carina) to 10-20 mm below it;
+- cardiac_190, cardiac_160: the same at 190 and 160 mm across (heart whole in all three);
+- cut_below / cut_above: the 220 mm field of view ending (starting) at the heart's middle;
+- cut_side: the 220 mm window moved sideways so that the heart's centre lies on its edge
   (cut there even at the scan's edge).
 
-Per crop it records the fraction of the score box and of the coronary region (around the
-located heart) inside the scan, the score and the other flags. The rule is the coronary-region
-fraction below a threshold; the threshold chosen is the one with the fewest wrong decisions
-(whole hearts flagged, plus cut hearts whose score would be shown: no untrusted flag at all,
-this one or another such as registration_failure), then the lowest (flag only what is
-clearly cut). The score box
-rule of version 2.2 (box fraction < 0.6) is reported beside it. Then the agreement that issue
-25 asks for: the cardiac crop's category equal to the full scan's (target >= 95 %), counting a
-flagged crop as a disagreement (its category is not shown).
+Per crop it records the score, the flags, the fraction of the score box and of the coronary
+region (around the located heart) inside the scan, the registration's whole-grid correlation
+with the atlas, the heart search's correlation, and the located centre's distance from the
+true heart centre. From these it recomputes, under candidate rules, which results would be
+indeterminate, and chooses (Rules, report): first the coronary-region fraction under which
+`heart_outside_field_of_view` is raised, then the heart-search correlation that lets a low
+whole-grid correlation pass without `registration_failure`; each with the fewest wrong
+decisions (whole hearts made indeterminate plus cut hearts left with no untrusted flag).
+Version 2.2's rules are reported beside them, with the agreement issue 25 asks for: a
+whole-heart crop in the full scan's category (target >= 95 %), an indeterminate one counted
+as a disagreement.
 
 Writes OUT/cases.jsonl and OUT/fov_check.json / .md.
 """
