@@ -191,3 +191,39 @@ def test_a_cardiac_field_of_view_is_scored_and_a_cut_heart_is_indeterminate(
     cut = scorer.score(crops["cut_below"])
     assert "heart_outside_field_of_view" in cut.flags
     assert cut.reported_category is None
+
+
+def _reoriented(image, flips: tuple[bool, bool, bool]):
+    """The same voxels at the same physical places, stored with the x, y or z axis reversed:
+    as a prone (x and y) or feet-first (z) acquisition is stored."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)  # z, y, x
+    reverse = tuple(slice(None, None, -1) if f else slice(None) for f in flips[::-1])
+    out = sitk.GetImageFromArray(np.ascontiguousarray(array[reverse]))
+    out.SetSpacing(image.GetSpacing())
+    direction = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(
+        [-1.0 if f else 1.0 for f in flips]
+    )
+    out.SetDirection(direction.ravel().tolist())
+    corner = [size - 1 if f else 0 for size, f in zip(image.GetSize(), flips, strict=True)]
+    out.SetOrigin(image.TransformIndexToPhysicalPoint(corner))
+    return out
+
+
+@pytest.mark.parametrize(
+    "flips", [(True, True, False), (False, False, True), (True, True, True)],
+    ids=["prone", "feet-first", "prone-feet-first"],
+)  # fmt: skip
+def test_a_prone_or_feet_first_scan_scores_as_the_supine_one(
+    scorer: CalciumScorer, flips: tuple[bool, bool, bool]
+) -> None:
+    """Issue 25 item 2: the scorer works in patient coordinates, so how the scan's axes are
+    stored (prone: rows and columns reversed; feet-first: slices reversed) does not matter."""
+    case = generate_case(20261129, 2, CaseOptions(protocol=(2.5, 2.5), n_slices=100))
+    ct = case.grid.to_image(case.image)
+    supine, turned = scorer.score(ct), scorer.score(_reoriented(ct, flips))
+    assert not turned.flags
+    assert turned.reported_category == supine.reported_category
+    assert turned.agatston_total == pytest.approx(supine.agatston_total, rel=0.05)
+    assert np.linalg.norm(np.subtract(turned.heart_centre_mm, supine.heart_centre_mm)) < 10.0
