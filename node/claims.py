@@ -5,7 +5,7 @@ same host a dead claimant is recognised at once: its pid has no /proc entry, is 
 belongs to a process with another start time (the pid was reused). A node restarted after a
 kill -9 therefore takes its dead predecessor's work back in seconds instead of waiting for
 [worker] stale_after_s or a delivery's lease (node.jobs.release_dead_local,
-node.send.release_dead_local).
+node.send.release_dead_local, both through release_dead_held below).
 
 A pid means something only inside one pid namespace of one boot of one machine, so the host key
 is hostname + boot id + pid namespace. Claims with another host key (another machine, another
@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.db import write_session
 
 PROC = Path("/proc")
 BOOT_ID = PROC / "sys/kernel/random/boot_id"
@@ -80,3 +87,38 @@ def is_dead_on_this_host(claim: Claimant, me: Claimant) -> bool:
     if (claim.pid, claim.started) == (me.pid, me.started):
         return False
     return start_time(claim.pid) != claim.started
+
+
+def claimant_of(row: Any) -> Claimant:
+    """The claim a job or delivery row holds (its claim_host, claim_pid, claim_started)."""
+    return Claimant(row.claim_host or "", row.claim_pid or 0, row.claim_started or 0)
+
+
+def release_dead_held(
+    sessions: sessionmaker[Session],
+    model: Any,
+    held_here: ColumnElement[bool],
+    me: Claimant,
+    release: Callable[[Session, Any, Claimant], None],
+) -> list[int]:
+    """Hand each row of `model` (Job or Delivery) that `held_here` selects and whose claimant
+    is a process of this host that no longer runs to `release(session, row, holder)`, in one
+    transaction; the ids released. Live processes and other hosts' claims are left alone."""
+    if not me.host:
+        return []
+    # A plain read first (the usual answer is "none"): no write lock taken for nothing.
+    with sessions() as session:
+        dead = [row.id for row in session.scalars(select(model).where(held_here))
+                if is_dead_on_this_host(claimant_of(row), me)]  # fmt: skip
+    if not dead:
+        return []
+    released = []
+    with write_session(sessions) as session:
+        rows = select(model).where(held_here, model.id.in_(dead)).with_for_update(skip_locked=True)
+        for row in session.scalars(rows):
+            holder = claimant_of(row)
+            if not is_dead_on_this_host(holder, me):
+                continue  # claimed again meanwhile
+            release(session, row, holder)
+            released.append(row.id)
+    return released

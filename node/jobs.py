@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.claims import Claimant, current, is_dead_on_this_host
+from node.claims import Claimant, current, release_dead_held
 from node.db import (
     Delivery,
     DeliveryState,
@@ -143,46 +143,28 @@ def release_stale(sessions: sessionmaker[Session], stale_after_s: float) -> list
         return [job.id for job in stale]
 
 
-def _claimant(job: Job) -> Claimant:
-    return Claimant(job.claim_host or "", job.claim_pid or 0, job.claim_started or 0)
-
-
 def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[int]:
     """Put running jobs held by a process of this host that no longer runs back into the
     queue at once; their ids. Live processes and other hosts' claims are left alone."""
-    if not me.host:
-        return []
     held_here = (
         (Job.state == JobState.RUNNING) & (Job.claim_host == me.host) & Job.claim_pid.isnot(None)
     )
-    # A plain read first (the usual answer is "none"): no write lock taken for nothing.
-    with sessions() as session:
-        dead = [job.id for job in session.scalars(select(Job).where(held_here))
-                if is_dead_on_this_host(_claimant(job), me)]  # fmt: skip
-    if not dead:
-        return []
-    released = []
-    with write_session(sessions) as session:
-        for job in session.scalars(
-            select(Job).where(held_here, Job.id.in_(dead)).with_for_update(skip_locked=True)
-        ):
-            holder = _claimant(job)
-            if not is_dead_on_this_host(holder, me):
-                continue  # claimed again meanwhile
-            record_event(
-                session,
-                EventKind.JOB_REQUEUED,
-                f"worker {job.claimed_by} no longer runs on this host (pid {holder.pid} ended); "
-                "back in the queue at once",
-                state=JobState.QUEUED,
-                series_id=job.series_id,
-                job_id=job.id,
-            )
-            job.state = JobState.QUEUED
-            job.next_attempt_at = None
-            _let_go(job)
-            released.append(job.id)
-    return released
+
+    def requeue(session: Session, job: Job, holder: Claimant) -> None:
+        record_event(
+            session,
+            EventKind.JOB_REQUEUED,
+            f"worker {job.claimed_by} no longer runs on this host (pid {holder.pid} ended); "
+            "back in the queue at once",
+            state=JobState.QUEUED,
+            series_id=job.series_id,
+            job_id=job.id,
+        )
+        job.state = JobState.QUEUED
+        job.next_attempt_at = None
+        _let_go(job)
+
+    return release_dead_held(sessions, Job, held_here, me, requeue)
 
 
 def record_stage(sessions: sessionmaker[Session], job_id: int, stage: str, message: str) -> None:

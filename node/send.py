@@ -43,7 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.claims import LOCAL_CHECK_INTERVAL_S, Claimant, current, is_dead_on_this_host
+from node.claims import LOCAL_CHECK_INTERVAL_S, Claimant, current, release_dead_held
 from node.config import DestinationSettings, Settings
 from node.db import (
     Delivery,
@@ -156,10 +156,6 @@ def store_results(
     return worst or Attempt(Outcome.SENT, f"{len(items)} objects stored at {where}", last_status)
 
 
-def _claimant(delivery: Delivery) -> Claimant:
-    return Claimant(delivery.claim_host or "", delivery.claim_pid or 0, delivery.claim_started or 0)
-
-
 def _let_go(delivery: Delivery) -> None:
     delivery.claimed_by = delivery.claim_host = None
     delivery.claim_pid = delivery.claim_started = None
@@ -168,42 +164,27 @@ def _let_go(delivery: Delivery) -> None:
 def release_dead_local(sessions: sessionmaker[Session], me: Claimant) -> list[int]:
     """Make pending deliveries claimed by a process of this host that no longer runs due at
     once (instead of after their lease); their ids. The interrupted try still counts."""
-    if not me.host:
-        return []
     held_here = (
         (Delivery.state == DeliveryState.PENDING)
         & (Delivery.claim_host == me.host)
         & Delivery.claim_pid.isnot(None)
     )
-    with sessions() as session:  # a plain read first: the usual answer is "none"
-        dead = [d.id for d in session.scalars(select(Delivery).where(held_here))
-                if is_dead_on_this_host(_claimant(d), me)]  # fmt: skip
-    if not dead:
-        return []
-    released = []
-    with write_session(sessions) as session:
-        for delivery in session.scalars(
-            select(Delivery)
-            .where(held_here, Delivery.id.in_(dead))
-            .with_for_update(skip_locked=True)
-        ):
-            holder = _claimant(delivery)
-            if not is_dead_on_this_host(holder, me):
-                continue  # claimed again meanwhile
-            record_event(
-                session,
-                EventKind.DELIVERY_RELEASED,
-                f"delivery #{delivery.id} to {delivery.destination}: sender "
-                f"{delivery.claimed_by} no longer runs on this host (pid {holder.pid} ended) "
-                f"during try {delivery.attempts}; due again at once",
-                series_id=delivery.job.series_id,
-                job_id=delivery.job_id,
-                delivery_id=delivery.id,
-            )
-            delivery.next_attempt_at = utcnow()
-            _let_go(delivery)
-            released.append(delivery.id)
-    return released
+
+    def make_due(session: Session, delivery: Delivery, holder: Claimant) -> None:
+        record_event(
+            session,
+            EventKind.DELIVERY_RELEASED,
+            f"delivery #{delivery.id} to {delivery.destination}: sender "
+            f"{delivery.claimed_by} no longer runs on this host (pid {holder.pid} ended) "
+            f"during try {delivery.attempts}; due again at once",
+            series_id=delivery.job.series_id,
+            job_id=delivery.job_id,
+            delivery_id=delivery.id,
+        )
+        delivery.next_attempt_at = utcnow()
+        _let_go(delivery)
+
+    return release_dead_held(sessions, Delivery, held_here, me, make_due)
 
 
 @dataclass(frozen=True)
