@@ -101,6 +101,20 @@ def node(
     assert running.stop() == 0, running.log_text()[-3000:]
 
 
+def as_localizer(paths: list[Path], folder: Path) -> list[Path]:
+    """Copies of `paths` in `folder` as a new series of LOCALIZER images (new UIDs)."""
+    series = generate_uid()
+    files = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        files.append(folder / f"{ds.SOPInstanceUID}.dcm")
+        ds.save_as(files[-1])
+    return files
+
+
 def storescu(node: NodeProcess, files: list[Path]) -> None:
     proc = subprocess.run(
         ["storescu", "-aec", "CTNODE", "127.0.0.1", str(node.port), *map(str, files)],
@@ -209,16 +223,9 @@ def test_too_few_slices_fail_the_job_with_the_reason(
 def test_a_localizer_is_ignored_with_the_reason(
     node: NodeProcess, phantoms: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    new_series = generate_uid()
-    files = []
-    for path in phantoms["short"]:
-        ds = pydicom.dcmread(path)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-        ds.SeriesInstanceUID = new_series
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        files.append(tmp_path / f"{ds.SOPInstanceUID}.dcm")
-        ds.save_as(files[-1])
-    storescu(node, files)
+    localizer = as_localizer(phantoms["short"], tmp_path)
+    new_series = series_uid(localizer)
+    storescu(node, localizer)
 
     def ignored():
         rows = node.query(

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from tests.integration.test_flow_dcmtk import make_phantom, series_uid, storescu
+from tests.integration.test_flow_dcmtk import as_localizer, make_phantom, series_uid, storescu
 from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port, wait_for
 from tests.tools import require_tool
 
@@ -137,16 +137,7 @@ def run(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     root = tmp_path_factory.mktemp("series")
     chest = make_phantom(root / "chest", 21, SLICES)
     storescu(node, chest)
-    localizer = []
-    localizer_uid = generate_uid()
-    for path in chest[:LOCALIZER_SLICES]:
-        ds = pydicom.dcmread(path)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-        ds.SeriesInstanceUID = localizer_uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        localizer.append(root / f"{ds.SOPInstanceUID}.dcm")
-        ds.save_as(localizer[-1])
-    storescu(node, localizer)
+    storescu(node, as_localizer(chest[:LOCALIZER_SLICES], root))
     refuse_one_instance(node)
     echo = subprocess.run(
         ["echoscu", "-aet", "STRANGER", "-aec", "CTNODE", "127.0.0.1", str(node.port)],

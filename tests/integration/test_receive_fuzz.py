@@ -33,7 +33,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from node.scu import nodelay_handlers
-from tests.bench.test_bench_receive_probes import big_instance, memory_mb
+from tests.bench.test_bench_receive_probes import big_instance, memory_mb, seconds_until_closed
 from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port, wait_for
 from tests.synthetic_dicom import hu_volume, write_series
 from tests.tools import require_tool
@@ -147,21 +147,6 @@ def connect(port: int) -> socket.socket:
     return sock
 
 
-def read_until_closed(sock: socket.socket, limit_s: float) -> float | None:
-    """Seconds until the node closes the connection; None when it is still open at limit_s."""
-    start = time.monotonic()
-    sock.settimeout(0.2)
-    while time.monotonic() - start < limit_s:
-        try:
-            if not sock.recv(65536):
-                return time.monotonic() - start
-        except TimeoutError:
-            continue
-        except OSError:  # reset: closed as well
-            return time.monotonic() - start
-    return None
-
-
 def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
     sock.settimeout(5)
     header = b""
@@ -192,7 +177,7 @@ def send_and_hang_up(port: int, data: bytes, associate_first: bool) -> None:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             return  # the node already aborted and closed: fine
-        closed = read_until_closed(sock, NETWORK_TIMEOUT_S + CLOSE_MARGIN_S)
+        closed = seconds_until_closed(sock, NETWORK_TIMEOUT_S + CLOSE_MARGIN_S)
         assert closed is not None, f"connection left open after {data[:16].hex()}..."
 
 
@@ -285,7 +270,7 @@ def test_a_header_claiming_a_huge_pdu_is_aborted_at_once(node: NodeProcess) -> N
             sock.sendall(pdu(0x01, b"", length))  # and nothing more: no EOF to help the node
             reply_type, _ = read_pdu(sock)
             assert reply_type == 0x07  # A-ABORT, without waiting for the body
-            assert read_until_closed(sock, 2.0) is not None
+            assert seconds_until_closed(sock, 2.0) is not None
 
 
 def _held_association(port: int):
@@ -331,7 +316,7 @@ def test_silent_and_trickling_connections_are_closed_and_hold_no_slot(node: Node
         limit = NETWORK_TIMEOUT_S + CLOSE_MARGIN_S
         for sock in [*silent, *associated, trickle]:
             left = limit - (time.monotonic() - started)
-            closed = read_until_closed(sock, max(left, 0.1))
+            closed = seconds_until_closed(sock, max(left, 0.1))
             assert closed is not None, f"port {sock.getsockname()[1]} still open"
         elapsed = time.monotonic() - started
         print(f"\n{len(silent) + len(associated) + 1} silent connections closed in {elapsed:.1f} s")

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.nodeproc import DCMTK_ENV, NodeProcess, free_port, wait_for
+from tests.integration.test_flow_dcmtk import storescu
+from tests.nodeproc import NodeProcess, free_port, wait_for
 from tests.synthetic_dicom import hu_volume, write_series
 from tests.tools import require_tool
 
@@ -40,15 +41,7 @@ def test_a_receive_only_node_receives_and_routes_without_torch(tmp_path: Path) -
         },
     ).start()
     try:
-        sent = subprocess.run(
-            ["storescu", "-aec", "CTNODE", "127.0.0.1", str(node.port), *map(str, files)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=DCMTK_ENV,
-            check=False,
-        )
-        assert sent.returncode == 0, sent.stdout + sent.stderr
+        storescu(node, files)
         jobs = wait_for(
             lambda: node.query("SELECT pipeline, state FROM jobs"), 60, "the series' job"
         )
