@@ -60,6 +60,8 @@ class Label(IntEnum):
     AIRWAY_CARTILAGE_CALCIFICATION = 54
     LUNG_GRANULOMA_CALCIFICATION = 55
     PATIENT_TABLE = 60
+    # Implanted metal (phantom generator version 3): coronary stents, pacemaker leads.
+    DEVICE = 61
 
 
 UNET_CHANNELS: tuple[Label, ...] = tuple(Label(v) for v in range(1, 23))

@@ -28,6 +28,7 @@ from models.phantoms.canvas import (
     intersect,
     paint_tube,
 )
+from models.phantoms.variety import DOMINANCE, STANDARD, Variety
 
 LUNG_LABELS = (int(Label.LEFT_LUNG), int(Label.RIGHT_LUNG))
 
@@ -119,24 +120,36 @@ def heart_frame(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
     return np.stack([e1, e2, np.cross(e1, e2)])
 
 
-def sample_patient(rng: np.random.Generator, body_width: float, kvp: float) -> Patient:
+def sample_patient(
+    rng: np.random.Generator,
+    body_width: float,
+    kvp: float,
+    variety: Variety = STANDARD,
+    variety_rng: np.random.Generator | None = None,
+) -> Patient:
+    """The patient; `variety` sets the heart's ranges (variety.py), and `variety_rng` draws
+    what only the broad variety adds (the heart's own size factor)."""
     scale = body_width / 340.0
+    turn, shift = variety.heart_turn_deg / 15.0, variety.heart_shift_mm / 25.0
     half_width = body_width / 2
     half_depth = half_width * rng.uniform(0.66, 0.85)
     centre = np.array([rng.uniform(-10, 10), rng.uniform(-15, 15)])
     fat = float(np.clip(rng.normal(14, 6) * scale**2, 3, 45))
     muscle = float(rng.uniform(6, 14) * np.sqrt(scale))
-    # Heart: size with the body, orientation +-15 deg and position +-25 mm around the usual.
+    # Heart: size with the body, orientation +-15 deg and position +-25 mm around the usual
+    # (the standard variety; the broad one scales these ranges and adds a size factor).
     heart_radii = np.array([rng.uniform(48, 60), rng.uniform(35, 44), rng.uniform(32, 40)])
     heart_radii *= np.clip(scale, 0.85, 1.15)
-    axes = heart_frame(45 + rng.uniform(-15, 15), 32 + rng.uniform(-15, 15))
-    roll = np.radians(rng.uniform(-15, 15))
+    if variety_rng is not None and variety.heart_scale != (1.0, 1.0):
+        heart_radii *= variety_rng.uniform(*variety.heart_scale)
+    axes = heart_frame(45 + turn * rng.uniform(-15, 15), 32 + turn * rng.uniform(-15, 15))
+    roll = np.radians(turn * rng.uniform(-15, 15))
     e1, e2, e3 = axes
     axes = np.stack(
         [e1, np.cos(roll) * e2 + np.sin(roll) * e3, -np.sin(roll) * e2 + np.cos(roll) * e3]
     )
     usual = np.array([centre[0] + 0.07 * half_width + 10, centre[1] - 0.3 * half_depth, 0.0])
-    heart_centre = usual + rng.uniform(-25, 25, size=3)
+    heart_centre = usual + shift * rng.uniform(-25, 25, size=3)
     cf, ff = mat.calcium_factor(kvp), mat.fat_factor(kvp)
     jitter = lambda sd: rng.normal(0, sd)  # noqa: E731 - a one-line per-tissue jitter
     tissue = {
@@ -635,6 +648,7 @@ class CoronaryTree:
     lad: Vessel
     lcx: Vessel
     rca: Vessel
+    dominance: str = "right"  # which artery gives the posterior descending artery
 
     def by_label(self) -> dict[Label, Vessel]:
         return {
@@ -645,14 +659,28 @@ class CoronaryTree:
         }
 
 
-def coronary_tree(p: Patient, med: Mediastinum, rng: np.random.Generator) -> CoronaryTree:
+def coronary_tree(
+    p: Patient,
+    med: Mediastinum,
+    rng: np.random.Generator,
+    variety_rng: np.random.Generator | None = None,
+) -> CoronaryTree:
+    """The coronary tree on the heart's surface. With `variety_rng` (the broad variety,
+    variety.py) the courses vary further: the circulation's dominance decides whether the
+    posterior descending artery comes from the RCA or the LCX, the LAD's angle and the
+    reach of LCX and RCA around the groove widen, and the vessels meander."""
     lift = p.epicardial_fat * 0.4 + 1.0  # centreline inside the epicardial fat
     psi_left = p.left_angle()
     sign = np.sign(psi_left) or 1.0
     psi_lad = psi_left * rng.uniform(0.35, 0.55)
     s_av = p.av_groove
+    course = _CourseVariation.sample(variety_rng)
+    psi_lad += sign * course.lad_angle
 
     def along(s_values, psi_values):
+        t = np.linspace(0.0, 1.0, len(s_values))
+        meander = course.meander(t)  # across the groove: a change of psi at the mm scale
+        psi_values = psi_values + meander / max(float(p.heart_radii[1]), 1.0)
         return np.stack(
             [p.surface_point(s, psi, lift) for s, psi in zip(s_values, psi_values, strict=True)]
         )
@@ -660,13 +688,24 @@ def coronary_tree(p: Patient, med: Mediastinum, rng: np.random.Generator) -> Cor
     n = 24
     lad_s = np.linspace(s_av, rng.uniform(0.85, 0.97), n)
     lad = along(lad_s, psi_lad + rng.normal(0, 0.05) * np.linspace(0, 1, n))
-    lcx_end = sign * (abs(psi_left) + np.radians(rng.uniform(50, 100)))
-    lcx = along(np.full(n, s_av), np.linspace(psi_lad, lcx_end, n))
+    lcx_end = sign * (abs(psi_left) + np.radians(rng.uniform(50, 100) + course.lcx_extra_deg))
     rca_start = -sign * np.radians(rng.uniform(15, 35))
     posterior_groove = psi_lad - sign * np.pi
-    rca_ring = along(np.full(n, s_av), np.linspace(rca_start, posterior_groove, n))
     pda = along(np.linspace(s_av, rng.uniform(0.0, 0.4), 8), np.full(8, posterior_groove))
-    rca = np.concatenate([rca_ring, pda[1:]])
+    if course.dominance == "left":
+        # The LCX runs on to the posterior groove and gives the posterior descending artery;
+        # the RCA ends on the right side of the groove.
+        lcx = np.concatenate(
+            [along(np.full(n, s_av), np.linspace(psi_lad, posterior_groove, n)), pda[1:]]
+        )
+        rca_end = rca_start + (posterior_groove - rca_start) * course.short_reach
+        rca = along(np.full(n, s_av), np.linspace(rca_start, rca_end, n))
+    else:
+        lcx = along(np.full(n, s_av), np.linspace(psi_lad, lcx_end, n))
+        rca_ring = along(np.full(n, s_av), np.linspace(rca_start, posterior_groove, n))
+        rca = np.concatenate([rca_ring, pda[1:]])
+        if course.dominance == "codominant":  # the LCX also reaches the posterior groove
+            lcx = along(np.full(n, s_av), np.linspace(psi_lad, posterior_groove + sign * 0.2, n))
 
     root, r_root = med.aortic_root, med.aortic_root_radius
     lm_start = root + r_root * _unit(lad[0] - root)
@@ -677,9 +716,42 @@ def coronary_tree(p: Patient, med: Mediastinum, rng: np.random.Generator) -> Cor
     return CoronaryTree(
         left_main=Vessel(left_main, np.full(5, 2.3 * size)),
         lad=Vessel(lad, np.linspace(2.0, 0.9, n) * size),
-        lcx=Vessel(lcx, np.linspace(1.8, 0.9, n) * size),
+        lcx=Vessel(lcx, np.linspace(1.8, 0.9, len(lcx)) * size),
         rca=Vessel(rca, np.linspace(2.0, 1.0, len(rca)) * size),
+        dominance=course.dominance,
     )
+
+
+@dataclass(frozen=True)
+class _CourseVariation:
+    """What the broad variety changes about the coronary courses (none by default)."""
+
+    dominance: str = "right"
+    lad_angle: float = 0.0  # radians added to the LAD's angle towards the left
+    lcx_extra_deg: float = 0.0  # further reach of a non-dominant LCX
+    short_reach: float = 1.0  # how far a non-dominant RCA runs towards the posterior groove
+    meander_mm: float = 0.0
+    meander_waves: float = 0.0
+    meander_phase: float = 0.0
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator | None) -> _CourseVariation:
+        if rng is None:
+            return cls()
+        names, weights = zip(*DOMINANCE, strict=True)
+        return cls(
+            dominance=str(rng.choice(names, p=np.asarray(weights) / sum(weights))),
+            lad_angle=float(rng.uniform(-0.25, 0.25)),
+            lcx_extra_deg=float(rng.uniform(-30, 30)),
+            short_reach=float(rng.uniform(0.3, 0.7)),
+            meander_mm=float(rng.uniform(0.0, 5.0)),
+            meander_waves=float(rng.uniform(1.0, 4.0)),
+            meander_phase=float(rng.uniform(0, 2 * np.pi)),
+        )
+
+    def meander(self, t: np.ndarray) -> np.ndarray:
+        """Sideways displacement (mm) along a vessel at fractions t of its length."""
+        return self.meander_mm * np.sin(2 * np.pi * self.meander_waves * t + self.meander_phase)
 
 
 def paint_atria(canvas: Canvas, p: Patient) -> None:
@@ -731,8 +803,15 @@ class Anatomy:
     coronaries: CoronaryTree
 
 
-def paint_anatomy(canvas: Canvas, p: Patient, lv: Levels, rng: np.random.Generator) -> Anatomy:
-    """Paint the whole patient, outside in, and return the landmarks calcium placement needs."""
+def paint_anatomy(
+    canvas: Canvas,
+    p: Patient,
+    lv: Levels,
+    rng: np.random.Generator,
+    variety_rng: np.random.Generator | None = None,
+) -> Anatomy:
+    """Paint the whole patient, outside in, and return the landmarks calcium placement needs
+    (`variety_rng`: the broad variety's coronary courses, see coronary_tree)."""
     z_range = (float(canvas.z.min()) - 5, float(canvas.z.max()) + 5)
     paint_table(canvas, p, rng)
     paint_body(canvas, p)
@@ -751,7 +830,7 @@ def paint_anatomy(canvas: Canvas, p: Patient, lv: Levels, rng: np.random.Generat
     paint_spine(canvas, p, z_range, rng)
     paint_ribs_and_sternum(canvas, p, lv, rng)
     med = paint_mediastinum(canvas, p, lv, z_range, rng)
-    tree = coronary_tree(p, med, rng)
+    tree = coronary_tree(p, med, rng, variety_rng)
     paint_heart(canvas, p, tree)
     med.repaint_posterior(canvas, p)
     return Anatomy(patient=p, levels=lv, mediastinum=med, coronaries=tree)

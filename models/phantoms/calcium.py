@@ -25,6 +25,7 @@ from models.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_bl
 from models.phantoms.anatomy import LUNG_LABELS, Anatomy, Vessel
 from models.phantoms.canvas import Canvas, ellipsoid, ellipsoid_bounds
 from models.phantoms.geometry import index_range
+from models.phantoms.variety import LESION_DENSITY_HU, LESION_SHAPES, OSTIAL_RATE
 
 INFLUENCE_FRACTION = 0.02
 SUBSAMPLES_XY = 3
@@ -131,9 +132,16 @@ ARTERY_WEIGHTS = (
 
 
 def sample_lesions(
-    anatomy: Anatomy, acq: Acquisition, category: int, scale: float, rng: np.random.Generator
+    anatomy: Anatomy,
+    acq: Acquisition,
+    category: int,
+    scale: float,
+    rng: np.random.Generator,
+    variety_rng: np.random.Generator | None = None,
 ) -> list[Calcification]:
-    """Coronary lesions aimed at a risk category; `scale` enlarges or shrinks the burden."""
+    """Coronary lesions aimed at a risk category; `scale` enlarges or shrinks the burden.
+    With `variety_rng` (the broad variety) each lesion also takes one of several shapes and
+    a density from a wider range (variety.py)."""
     (n_lo, n_hi), (r_lo, r_hi) = BURDEN[category]
     if n_hi == 0:
         return []
@@ -147,12 +155,109 @@ def sample_lesions(
         position = rng.beta(1.3, 2.5)  # proximal segments calcify more often
         size = float(np.clip(rng.uniform(r_lo, r_hi) * scale ** (1 / 3), 0.5, 6.0))
         density = rng.uniform(250, 1800) * mat.calcium_factor(acq.kvp)
-        lesions.append(
-            _wall_plaque(
-                vessels[label], position, size, density, int(label), rng, int(rng.integers(1, 4))
+        n_blobs = int(rng.integers(1, 4))
+        if variety_rng is None:
+            lesions.append(
+                _wall_plaque(vessels[label], position, size, density, int(label), rng, n_blobs)
             )
+            continue
+        lo, hi = np.log(LESION_DENSITY_HU)
+        density = float(np.exp(variety_rng.uniform(lo, hi))) * mat.calcium_factor(acq.kvp)
+        lesions.append(
+            shaped_lesion(vessels[label], position, size, density, int(label), variety_rng)
         )
     return lesions
+
+
+def shaped_lesion(
+    vessel: Vessel,
+    position: float,
+    size: float,
+    density: float,
+    label: int,
+    rng: np.random.Generator,
+) -> Calcification:
+    """A lesion of one of the shapes of variety.LESION_SHAPES, about `size` mm in radius."""
+    names, weights = zip(*LESION_SHAPES, strict=True)
+    shape = str(rng.choice(names, p=np.asarray(weights) / sum(weights)))
+    point, tangent, radius = _point_on(vessel, position)
+    frame = _frame(tangent, rng)
+    wall = radius * rng.uniform(0.6, 1.0)  # eccentric: on the wall, towards one side
+    if shape == "plaque":
+        return _wall_plaque(vessel, position, size, density, label, rng, int(rng.integers(1, 4)))
+    if shape == "spotty":
+        r = max(0.4, 0.6 * size)
+        blobs = [Blob(point + frame[1] * wall, frame, np.full(3, r))]
+    elif shape == "elongated":  # a streak along the vessel
+        r = max(0.4, 0.5 * size)
+        blobs = [Blob(point + frame[1] * wall, frame, np.array([r * rng.uniform(2.5, 5.0), r, r]))]
+    elif shape == "ring":  # blobs around the wall's circumference
+        count = int(rng.integers(4, 9))
+        r = max(0.4, size / np.sqrt(count))
+        start, arc = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi, 2 * np.pi)
+        blobs = [
+            Blob(
+                point + radius * (np.cos(a) * frame[1] + np.sin(a) * frame[2]),
+                frame,
+                np.array([1.5 * r, r, r]),
+            )
+            for a in start + np.linspace(0, arc, count)
+        ]
+    elif shape == "cluster":  # several small nodules over a short stretch
+        count = int(rng.integers(3, 7))
+        r = max(0.4, size / np.sqrt(count))
+        blobs = [
+            Blob(
+                point
+                + frame[0] * rng.uniform(-2.5, 2.5) * size
+                + frame[1] * wall * rng.uniform(0.5, 1.2)
+                + frame[2] * rng.normal(0, radius * 0.5),
+                frame,
+                r * rng.uniform(0.6, 1.2, 3),
+            )
+            for _ in range(count)
+        ]
+    else:  # sliver: thin and flat along the wall, mostly partial volume
+        blobs = [
+            Blob(
+                point + frame[1] * radius,
+                frame,
+                np.array([max(0.8, 1.5 * size), max(0.5, size), 0.3]),
+            )
+        ]
+    return Calcification(label, density, tuple(blobs))
+
+
+def ostial_calcium(
+    anatomy: Anatomy, acq: Acquisition, rng: np.random.Generator
+) -> list[Calcification]:
+    """Aortic-wall calcium at the left main or RCA ostium (the broad variety): where the
+    aorta touches the arteries' first millimetres; a reader does not count it."""
+    if rng.random() >= OSTIAL_RATE:
+        return []
+    tree = anatomy.coronaries
+    root = anatomy.mediastinum.aortic_root
+    out = []
+    for vessel in (tree.left_main, tree.rca)[: int(rng.integers(1, 3))]:
+        ostium = vessel.path[0]
+        outward = (ostium - root) / max(np.linalg.norm(ostium - root), 1e-6)
+        frame = _frame(outward, rng)
+        blobs = tuple(
+            Blob(
+                ostium - outward * rng.uniform(1.0, 3.0) + frame[1:].T @ rng.uniform(-3, 3, 2),
+                frame,
+                rng.uniform(0.8, 2.5, 3),
+            )
+            for _ in range(rng.integers(1, 4))
+        )
+        out.append(
+            Calcification(
+                int(Label.AORTIC_WALL_CALCIFICATION),
+                rng.uniform(300, 1500) * mat.calcium_factor(acq.kvp),
+                blobs,
+            )
+        )
+    return out
 
 
 def sample_confounders(

@@ -20,18 +20,25 @@ from models.phantoms.anatomy import paint_anatomy, sample_levels, sample_patient
 from models.phantoms.calcium import (
     Calcification,
     compose,
+    ostial_calcium,
     render,
     sample_confounders,
     sample_incidental,
     sample_lesions,
 )
 from models.phantoms.canvas import Canvas
+from models.phantoms.devices import paint_devices
 from models.phantoms.geometry import Grid
+from models.phantoms.variety import STANDARD, Variety
 
 # Version 2 adds incidental calcifications (calcium.sample_incidental) drawn from a random
 # stream of their own: every other part of a case (anatomy, scan, noise, lesions) is what
 # version 1 made from the same seed.
+# Version 3 is version 2 with the broad variety (variety.py: wider heart poses and sizes,
+# coronary dominance and courses, lesion shapes and densities, stents, pacemaker leads and
+# ostial calcium), drawn from a third stream; CaseOptions(variety=STANDARD) makes version 2.
 GENERATOR_VERSION = "2"
+BROAD_GENERATOR_VERSION = "3"
 MAX_ATTEMPTS = 10  # lesion sets tried to reach the requested category
 MAX_TOTAL = 5000.0  # category 4 is open-ended; scores above this are rare in chest CT cohorts
 
@@ -46,6 +53,11 @@ class CaseOptions:
     # vessels, coronary lumen: everything painted as blood); None: unenhanced (the default,
     # which leaves every case exactly as before). Enhanced chest CT: about 150-450 HU.
     contrast_hu: float | None = None
+    variety: Variety = STANDARD  # variety.BROAD: generator version 3
+
+    @property
+    def generator_version(self) -> str:
+        return BROAD_GENERATOR_VERSION if self.variety.broad else GENERATOR_VERSION
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Case:
     calcifications: list[Calcification]
     patient: dict
     attempts: int
+    generator_version: str = GENERATOR_VERSION
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -77,9 +90,11 @@ def generate_case(
     acquisition and the noise stay the same between attempts.
     """
     rng = np.random.default_rng(seed)
-    body_width = float(rng.uniform(260, 440))
+    variety = options.variety
+    variety_rng = np.random.default_rng([seed, 3]) if variety.broad else None  # version 3's
+    body_width = float(rng.uniform(*variety.body_width_mm))
     kvp = float(rng.choice(KVP_CHOICES))
-    patient = sample_patient(rng, body_width, kvp)
+    patient = sample_patient(rng, body_width, kvp, variety, variety_rng)
     if options.contrast_hu is not None:
         # Set after sampling, so that the random stream (and every other part of the case)
         # is what the unenhanced case of this seed draws.
@@ -99,7 +114,8 @@ def generate_case(
     )
     grid = acq.grid()
     canvas = Canvas.empty(grid, mat.AIR)
-    anatomy = paint_anatomy(canvas, patient, levels, rng)
+    anatomy = paint_anatomy(canvas, patient, levels, rng, variety_rng)
+    devices = paint_devices(canvas, anatomy, variety_rng) if variety_rng is not None else []
     incidental_rng = np.random.default_rng([seed, 2])  # version 2's own stream (see above)
     incidental = (  # paints node tissue
         sample_incidental(anatomy, canvas, acq, incidental_rng) if options.incidental else []
@@ -110,10 +126,12 @@ def generate_case(
 
     category = target_category if target_category is not None else int(rng.integers(5))
     confounders = sample_confounders(anatomy, acq, category, rng) + incidental
+    if variety_rng is not None:
+        confounders += ostial_calcium(anatomy, acq, variety_rng)
     rendered_confounders = [r for c in confounders if (r := render(c, canvas, canvas.hu, acq))]
     scale = 1.0
     for attempt in range(1, MAX_ATTEMPTS + 1):  # noqa: B007 - reported after the loop
-        lesions = sample_lesions(anatomy, acq, category, scale, rng)
+        lesions = sample_lesions(anatomy, acq, category, scale, rng, variety_rng)
         rendered = rendered_confounders + [
             r for c in lesions if (r := render(c, canvas, canvas.hu, acq))
         ]
@@ -135,6 +153,9 @@ def generate_case(
         "noise_spikes": spikes,
         "tissue_hu": {k: round(v, 1) for k, v in patient.tissue.items()},
     }
+    if variety.broad:
+        summary["dominance"] = anatomy.coronaries.dominance
+        summary["devices"] = devices
     return Case(
         seed=seed,
         target_category=target_category,
@@ -146,4 +167,5 @@ def generate_case(
         calcifications=confounders + lesions,
         patient=summary,
         attempts=attempt,
+        generator_version=options.generator_version,
     )

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
 from models.labels import label_table
-from models.phantoms.case import GENERATOR_VERSION, Case
+from models.phantoms.case import Case
 from models.phantoms.dicom import SeriesMeta, write_ct_series
 
 
@@ -67,7 +67,7 @@ def truth_document(case: Case, name: str) -> dict:
         ]
     return {
         "case": name,
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": case.generator_version,
         "seed": case.seed,
         "target_category": case.target_category,
         "lesion_attempts": case.attempts,

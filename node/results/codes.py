@@ -200,4 +200,5 @@ ORGAN_CODES: dict[Label, OrganCode] = {
     ),
     Label.LUNG_GRANULOMA_CALCIFICATION: _calcification(CodedConcept("39607008", "SCT", "Lung")),
     Label.PATIENT_TABLE: OrganCode(PHYSICAL_OBJECT, CodedConcept("86407004", "SCT", "Table")),
+    Label.DEVICE: OrganCode(PHYSICAL_OBJECT, CodedConcept("40388003", "SCT", "Implant")),
 }

@@ -84,6 +84,7 @@ SEGMENT_NAMES: dict[Label, str] = {
     Label.AIRWAY_CARTILAGE_CALCIFICATION: "Tracheal cartilage calcification",
     Label.LUNG_GRANULOMA_CALCIFICATION: "Calcified lung granuloma",
     Label.PATIENT_TABLE: "Patient table",
+    Label.DEVICE: "Implanted device",
 }
 
 # Recommended display colours (sRGB, written as CIELab), close to 3D Slicer's anatomy colours
@@ -132,6 +133,7 @@ SEGMENT_RGB: dict[Label, tuple[int, int, int]] = {
     Label.AIRWAY_CARTILAGE_CALCIFICATION: (190, 220, 240),
     Label.LUNG_GRANULOMA_CALCIFICATION: (245, 245, 200),
     Label.PATIENT_TABLE: (128, 128, 128),
+    Label.DEVICE: (160, 160, 255),
 }
 
 

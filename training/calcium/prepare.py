@@ -5,7 +5,9 @@ python -m training.calcium.prepare --out DIR --n N --seed S [--workers W] [--gen
 `--generator 1` makes the phantoms without the incidental calcifications of generator version
 2 (lymph nodes, granulomas, tracheal rings), exactly as version 1 made them from the same seed:
 the shipped version 1.0 and the first stage of the candidates in training/calcium/results were
-trained on those.
+trained on those. `--generator 3` makes them with the broad variety (models/phantoms/variety.py:
+wider heart poses and sizes, coronary dominance and courses, lesion shapes and densities, stents,
+pacemaker leads, ostial calcium).
 
 Per case, one .npz (about 4 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:
@@ -49,6 +51,7 @@ from models.calcium.preprocess import (
 from models.labels import Label
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.plan import case_plan
+from models.phantoms.variety import BROAD, STANDARD
 
 JITTER_VOX = (7, 7, 8)  # +-21 mm in plane, +-20 mm in z: the crop's training jitter
 BOX_SIZE_XYZ = tuple(s + 2 * j for s, j in zip(SCORE_SIZE_XYZ, JITTER_VOX, strict=True))
@@ -131,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--generator",
         type=int,
-        choices=(1, 2),
+        choices=(1, 2, 3),
         default=2,
-        help="phantom generator version (1: without incidental calcifications)",
+        help="phantom generator version (1: without incidental calcifications; 3: the broad "
+        "variety)",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    options = CaseOptions(incidental=args.generator >= 2)
+    options = CaseOptions(
+        incidental=args.generator >= 2, variety=BROAD if args.generator >= 3 else STANDARD
+    )
     jobs = [(p, args.out, options) for p in case_plan(args.n, args.seed, args.start)]
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
     done = 0

@@ -1,0 +1,65 @@
+"""How widely a phantom varies: generator version 2's ranges, and version 3's broader ones.
+
+Version 3 (issue 25, "breadth of training data") widens what the score network sees so that no
+decision rests on one layout of the heart or one look of a lesion:
+
+* heart: orientation +-30 deg (azimuth, elevation, roll; version 2: +-15), position +-35 mm
+  around the usual place (+-25), and a size factor of 0.8-1.25 on top of the body's;
+* body habitus: 230-480 mm wide (260-440);
+* coronary courses: right (70 %), left (15 %) or co-dominant (15 %) circulation, the posterior
+  descending artery from the RCA or the LCX accordingly; the LAD's angle, the LCX's and RCA's
+  reach around the AV groove and the groove's level each over a wider range; tortuous vessels
+  (a meander of up to 5 mm across the groove);
+* lesion shapes: besides the eccentric wall plaque, spotty (one small nodule), elongated along
+  the vessel, ring-like (around the wall), clustered (several small nodules) and thin
+  partial-volume slivers; true densities log-uniform from 160 HU (peaks just above the 130 HU
+  threshold after partial volume) to 1800 HU;
+* devices: coronary stents (a bright tube over a vessel segment) and pacemaker leads (a metal
+  wire through the superior vena cava and right atrium to the right ventricle), never counted;
+* calcium where the aorta touches the arteries: aortic-wall calcium at the left main and RCA
+  ostia, which a reader leaves out but which lies on the arteries' first millimetres.
+
+Everything version 3 adds is drawn from a random stream of its own (`np.random.default_rng
+([seed, 3])`), so version 2's draws, and with them every version-2 case, are unchanged; the
+wider ranges only rescale version 2's draws (the same number of them, in the same order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variety:
+    """Ranges a case is sampled from (half-ranges in degrees and mm)."""
+
+    body_width_mm: tuple[float, float] = (260.0, 440.0)
+    heart_turn_deg: float = 15.0
+    heart_shift_mm: float = 25.0
+    heart_scale: tuple[float, float] = (1.0, 1.0)
+    # Version 3's additions (coronary courses, lesion shapes, devices, ostial calcium).
+    broad: bool = False
+
+
+STANDARD = Variety()
+BROAD = Variety(
+    body_width_mm=(230.0, 480.0),
+    heart_turn_deg=30.0,
+    heart_shift_mm=35.0,
+    heart_scale=(0.8, 1.25),
+    broad=True,
+)
+
+DOMINANCE = (("right", 0.70), ("left", 0.15), ("codominant", 0.15))
+LESION_SHAPES = (
+    ("plaque", 0.35),
+    ("spotty", 0.15),
+    ("elongated", 0.15),
+    ("ring", 0.10),
+    ("cluster", 0.15),
+    ("sliver", 0.10),
+)
+LESION_DENSITY_HU = (160.0, 1800.0)  # log-uniform, before the kVp factor
+STENT_RATE = 0.12  # chance of a coronary stent
+LEAD_RATE = 0.08  # chance of a pacemaker (one or two leads)
+OSTIAL_RATE = 0.25  # chance of aortic-wall calcium at a coronary ostium
