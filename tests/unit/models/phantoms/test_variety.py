@@ -1,0 +1,111 @@
+"""Generator version 3, the broad variety: what it adds varies as documented, devices never
+count, every lesion shape is calcium the score counts, and version 2 is left as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.agatston import agatston
+from models.labels import Label
+from models.phantoms import calcium, devices
+from models.phantoms.anatomy import _CourseVariation, coronary_tree, sample_patient
+from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.variety import BROAD, LESION_SHAPES, STANDARD
+
+SMALL = dict(matrix=128, protocol=(2.5, 2.5))
+LESIONS = [Label.CAC_LEFT_MAIN, Label.CAC_LAD, Label.CAC_LCX, Label.CAC_RCA]
+
+
+def test_the_standard_variety_is_generator_version_2() -> None:
+    default = generate_case(11, 3, CaseOptions(**SMALL))
+    standard = generate_case(11, 3, CaseOptions(**SMALL, variety=STANDARD))
+    broad = generate_case(11, 3, CaseOptions(**SMALL, variety=BROAD))
+    assert np.array_equal(default.image, standard.image)
+    assert (default.generator_version, broad.generator_version) == ("2", "3")
+    assert not np.array_equal(default.image, broad.image)
+    assert broad.patient["dominance"] in ("right", "left", "codominant")
+
+
+def test_course_variation_draws_every_dominance_and_none_without_a_stream() -> None:
+    assert _CourseVariation.sample(None) == _CourseVariation()  # version 2: no change
+    rng = np.random.default_rng(0)
+    drawn = [_CourseVariation.sample(rng).dominance for _ in range(200)]
+    shares = {d: drawn.count(d) / len(drawn) for d in set(drawn)}
+    assert set(shares) == {"right", "left", "codominant"}
+    assert 0.55 < shares["right"] < 0.85
+
+
+class _Mediastinum:
+    """The two landmarks coronary_tree reads."""
+
+    aortic_root = np.array([0.0, -40.0, 20.0])
+    aortic_root_radius = 15.0
+
+
+def _vessel_length(vessel) -> float:
+    return float(np.linalg.norm(np.diff(vessel.path, axis=0), axis=1).sum())
+
+
+def test_left_dominance_gives_the_posterior_descending_artery_to_the_lcx(monkeypatch) -> None:
+    patient = sample_patient(np.random.default_rng(1), 340.0, 120.0)
+    lengths = {}
+    for dominance in ("right", "left"):
+        variation = _CourseVariation(dominance=dominance, short_reach=0.5)
+        monkeypatch.setattr(
+            _CourseVariation, "sample", classmethod(lambda cls, rng, v=variation: v)
+        )
+        rng, variety_rng = np.random.default_rng(2), np.random.default_rng(3)
+        tree = coronary_tree(patient, _Mediastinum(), rng, variety_rng)
+        assert tree.dominance == dominance
+        lengths[dominance] = (_vessel_length(tree.lcx), _vessel_length(tree.rca))
+    assert lengths["left"][0] > lengths["right"][0]  # the LCX runs on round the back
+    assert lengths["left"][1] < lengths["right"][1]  # the RCA ends early
+
+
+def test_devices_are_bright_metal_and_never_counted(monkeypatch) -> None:
+    monkeypatch.setattr(devices, "STENT_RATE", 1.0)
+    monkeypatch.setattr(devices, "LEAD_RATE", 1.0)
+    case = generate_case(2001, 3, CaseOptions(matrix=256, variety=BROAD))
+    assert case.patient["devices"] == ["stent", "pacemaker_lead"]
+    device = case.labels == Label.DEVICE
+    assert device.sum() > 50
+    assert np.percentile(case.image[device], 90) > 800
+    # Counting the devices as LAD calcium would raise the score: they are bright candidates
+    # that the truth leaves out.
+    relabelled = np.where(device, np.uint8(Label.CAC_LAD), case.labels)
+    assert agatston(case.image, relabelled, case.spacing_zyx).total > case.truth.total + 10
+
+
+def test_ostial_calcium_lies_at_an_ostium_and_does_not_count(monkeypatch) -> None:
+    monkeypatch.setattr(calcium, "OSTIAL_RATE", 1.0)
+    case = generate_case(5, 0, CaseOptions(**SMALL, variety=BROAD))
+    aortic = [c for c in case.calcifications if c.label == Label.AORTIC_WALL_CALCIFICATION]
+    assert aortic and case.truth.total == 0
+
+
+@pytest.mark.parametrize("shape", [name for name, _ in LESION_SHAPES])
+def test_every_lesion_shape_is_counted_calcium(monkeypatch, shape: str) -> None:
+    monkeypatch.setattr(calcium, "LESION_SHAPES", ((shape, 1.0),))
+    case = generate_case(300, 3, CaseOptions(**SMALL, variety=BROAD))
+    lesions = [c for c in case.calcifications if calcium.is_lesion(c)]
+    assert lesions and case.truth.category == 3
+    lesion_voxels = np.isin(case.labels, LESIONS)
+    assert lesion_voxels.any() and (case.image[lesion_voxels] >= 130).all()
+    blobs = [len(c.blobs) for c in lesions]
+    if shape == "ring":
+        assert min(blobs) >= 4
+    if shape in ("spotty", "elongated", "sliver"):
+        assert set(blobs) == {1}
+    if shape == "sliver":
+        assert all(c.blobs[0].radii.min() == pytest.approx(0.3) for c in lesions)
+    if shape == "elongated":
+        assert all(c.blobs[0].radii[0] >= 2.5 * c.blobs[0].radii[1] for c in lesions)
+
+
+def test_broad_lesion_densities_reach_down_to_the_threshold() -> None:
+    densities = []
+    for seed in range(20):
+        case = generate_case(400 + seed, 2, CaseOptions(**SMALL, variety=BROAD))
+        densities += [c.density_hu for c in case.calcifications if calcium.is_lesion(c)]
+    assert min(densities) < 250  # version 2's lowest true density is 250 x the kVp factor
