@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.plan import case_plan
+from models.phantoms.variety import BROAD, STANDARD
 from models.phantoms.writer import write_case
 
 
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HU",
         help="contrast-enhanced: blood pool at HU (e.g. 300); default unenhanced",
     )
+    parser.add_argument(
+        "--broad",
+        action="store_true",
+        help="generator version 3: the broad variety (variety.py); default version 2",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     args = parser.parse_args(argv)
 
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol=args.protocol,
         n_slices=args.slices,
         contrast_hu=args.contrast,
+        variety=BROAD if args.broad else STANDARD,
     )
     jobs = [
         (p, args.out, options, args.dicom, args.rle)
