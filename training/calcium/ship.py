@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         "select_exact afterwards to choose its presence threshold for these weights)",
     )
     parser.add_argument(
+        "--generator",
+        default=GENERATOR_VERSION,
+        help=f"phantom generator version the score network trained on (default "
+        f"{GENERATOR_VERSION}; 3: prepare --generator 3)",
+    )
+    parser.add_argument(
         "--heart-search",
         action=argparse.BooleanOptionalAction,
         help="refine the heart centre by the search at inference (default: keep the "
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "ctnode-calcium",
         "version": args.version,
         "date": date.today().isoformat(),
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": args.generator,
         "training_data": args.data_note,
         "files": files,
         "sha256": {name: sha256(args.weights / name) for name in files.values()},
