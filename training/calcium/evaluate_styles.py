@@ -6,7 +6,8 @@ python -m training.calcium.evaluate_styles [--styles own,alt] [--n-own 200] [--n
     [--method exact|regression|both] [--workers 2] [--out training/calcium/results/styles/]
 
 own: `models.phantoms` cases from the held-out seed 424242 (as training/calcium/evaluate.py),
-     scored on the generator's image.
+     scored on the generator's image; `--own-generator 3` makes them with the broad variety
+     (generator version 3) instead of version 2.
 alt: `training.phantoms_alt` cases (evaluation only, seed 2525), written as DICOM by that
      style's own writer and read back with `node.volume.read_ct`, as `ctnode score` does.
 --fov: each alt case also cropped to a 220 mm cardiac field of view (carina to below the apex,
@@ -127,9 +128,11 @@ def _read_back(case, folder: Path):
 def _job(job: dict) -> list[dict]:
     """Score one case (and its variants); one row per scored volume."""
     if job["style"] == "own":
-        from models.phantoms.case import generate_case
+        from models.phantoms.case import CaseOptions, generate_case
+        from models.phantoms.variety import BROAD, STANDARD
 
-        case = generate_case(job["seed"], job["category"])
+        variety = BROAD if job.get("generator", 2) >= 3 else STANDARD
+        case = generate_case(job["seed"], job["category"], CaseOptions(variety=variety))
         base = {**job, "set": "own", "truth": case.truth.total,
                 "truth_per_artery": case.truth.per_artery}  # fmt: skip
         return [{**base, "scores": score_all(case.grid.to_image(case.image))}]
@@ -355,7 +358,8 @@ def plan_jobs(args) -> list[dict]:
     if "own" in styles and args.n_own:
         from models.phantoms.plan import case_plan
 
-        jobs += [{"style": "own", "index": i, "seed": s, "category": c}
+        jobs += [{"style": "own", "index": i, "seed": s, "category": c,
+                  "generator": args.own_generator}
                  for i, s, c in case_plan(args.n_own, OWN_SEED)]  # fmt: skip
     if "alt" in styles and args.n_alt:
         from training.phantoms_alt.output import plan
@@ -371,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calcium.evaluate_styles")
     parser.add_argument("--styles", default="own,alt")
     parser.add_argument("--n-own", type=int, default=200)
+    parser.add_argument("--own-generator", type=int, choices=(2, 3), default=2,
+                        help="own-style generator version (3: the broad variety)")  # fmt: skip
     parser.add_argument("--n-alt", type=int, default=100)
     parser.add_argument("--alt-seed", type=int, default=ALT_SEED)
     parser.add_argument("--alt-matrix", type=int, default=512, help="alt in-plane matrix")
@@ -418,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Methods: {', '.join(methods)} (scorer takes `method`: {supports_method()}). "
               f"{platform.machine()}, {args.workers} worker(s), CPU.")  # fmt: skip
     result = {"model": model, "methods": methods, "method_supported": supports_method(),
-              "own_seed": OWN_SEED, "alt_seed": args.alt_seed, "report": report, "real": real,
+              "own_seed": OWN_SEED, "own_generator": args.own_generator,
+              "alt_seed": args.alt_seed, "report": report, "real": real,
               "seconds": round(time.time() - started, 1)}  # fmt: skip
     (args.out / "styles.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "styles.md").write_text(markdown(report, real, methods, header))
