@@ -28,7 +28,7 @@ from models.phantoms.canvas import (
     intersect,
     paint_tube,
 )
-from models.phantoms.variety import DOMINANCE, STANDARD, Variety
+from models.phantoms.variety import DOMINANCE, STANDARD, Variety, weighted_choice
 
 LUNG_LABELS = (int(Label.LEFT_LUNG), int(Label.RIGHT_LUNG))
 
@@ -701,11 +701,11 @@ def coronary_tree(
         rca_end = rca_start + (posterior_groove - rca_start) * course.short_reach
         rca = along(np.full(n, s_av), np.linspace(rca_start, rca_end, n))
     else:
-        lcx = along(np.full(n, s_av), np.linspace(psi_lad, lcx_end, n))
+        # Co-dominant: the LCX also reaches (almost) the posterior groove.
+        reach = posterior_groove + sign * 0.2 if course.dominance == "codominant" else lcx_end
+        lcx = along(np.full(n, s_av), np.linspace(psi_lad, reach, n))
         rca_ring = along(np.full(n, s_av), np.linspace(rca_start, posterior_groove, n))
         rca = np.concatenate([rca_ring, pda[1:]])
-        if course.dominance == "codominant":  # the LCX also reaches the posterior groove
-            lcx = along(np.full(n, s_av), np.linspace(psi_lad, posterior_groove + sign * 0.2, n))
 
     root, r_root = med.aortic_root, med.aortic_root_radius
     lm_start = root + r_root * _unit(lad[0] - root)
@@ -738,9 +738,8 @@ class _CourseVariation:
     def sample(cls, rng: np.random.Generator | None) -> _CourseVariation:
         if rng is None:
             return cls()
-        names, weights = zip(*DOMINANCE, strict=True)
         return cls(
-            dominance=str(rng.choice(names, p=np.asarray(weights) / sum(weights))),
+            dominance=weighted_choice(rng, DOMINANCE),
             lad_angle=float(rng.uniform(-0.25, 0.25)),
             lcx_extra_deg=float(rng.uniform(-30, 30)),
             short_reach=float(rng.uniform(0.3, 0.7)),

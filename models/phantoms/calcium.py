@@ -25,7 +25,12 @@ from models.phantoms.acquisition import Acquisition, blur_margin_px, in_plane_bl
 from models.phantoms.anatomy import LUNG_LABELS, Anatomy, Vessel
 from models.phantoms.canvas import Canvas, ellipsoid, ellipsoid_bounds
 from models.phantoms.geometry import index_range
-from models.phantoms.variety import LESION_DENSITY_HU, LESION_SHAPES, OSTIAL_RATE
+from models.phantoms.variety import (
+    LESION_DENSITY_HU,
+    LESION_SHAPES,
+    OSTIAL_RATE,
+    weighted_choice,
+)
 
 INFLUENCE_FRACTION = 0.02
 SUBSAMPLES_XY = 3
@@ -155,6 +160,8 @@ def sample_lesions(
         position = rng.beta(1.3, 2.5)  # proximal segments calcify more often
         size = float(np.clip(rng.uniform(r_lo, r_hi) * scale ** (1 / 3), 0.5, 6.0))
         density = rng.uniform(250, 1800) * mat.calcium_factor(acq.kvp)
+        # Drawn in both varieties (the broad one then redraws density and shape from its own
+        # stream): the version-3 training phantoms were made this way.
         n_blobs = int(rng.integers(1, 4))
         if variety_rng is None:
             lesions.append(
@@ -178,8 +185,7 @@ def shaped_lesion(
     rng: np.random.Generator,
 ) -> Calcification:
     """A lesion of one of the shapes of variety.LESION_SHAPES, about `size` mm in radius."""
-    names, weights = zip(*LESION_SHAPES, strict=True)
-    shape = str(rng.choice(names, p=np.asarray(weights) / sum(weights)))
+    shape = weighted_choice(rng, LESION_SHAPES)
     point, tangent, radius = _point_on(vessel, position)
     frame = _frame(tangent, rng)
     wall = radius * rng.uniform(0.6, 1.0)  # eccentric: on the wall, towards one side

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Variety:
@@ -63,3 +65,9 @@ LESION_DENSITY_HU = (160.0, 1800.0)  # log-uniform, before the kVp factor
 STENT_RATE = 0.12  # chance of a coronary stent
 LEAD_RATE = 0.08  # chance of a pacemaker (one or two leads)
 OSTIAL_RATE = 0.25  # chance of aortic-wall calcium at a coronary ostium
+
+
+def weighted_choice(rng: np.random.Generator, table: tuple[tuple[str, float], ...]) -> str:
+    """One name from a (name, weight) table such as DOMINANCE or LESION_SHAPES."""
+    names, weights = zip(*table, strict=True)
+    return str(rng.choice(names, p=np.asarray(weights) / sum(weights)))

@@ -20,6 +20,8 @@ import torch
 from models.calcium.inference import CalciumScorer, ModelFileError
 from models.calcium.result import paste_into_scan
 from models.phantoms.case import CaseOptions, generate_case
+from models.phantoms.plan import case_plan
+from models.phantoms.variety import BROAD
 from training.calcium import prepare, ship, train_registration, train_score
 
 
@@ -84,6 +86,20 @@ def test_prepare_generator_1_leaves_out_only_the_incidental_calcifications(tmp_p
     brighter = new["registration"].astype(int) - old["registration"].astype(int)
     assert brighter.max() > 100  # the nodes' calcium, only in version 2
     assert (brighter != 0).mean() < 0.01  # and nothing else moved
+
+
+def test_prepare_generator_3_makes_the_broad_variety(tmp_path: Path) -> None:
+    """--generator 3 makes the samples of the broad variety: the same plan's case drawn with
+    CaseOptions(variety=BROAD), not version 2's."""
+    out = tmp_path / "3"
+    assert prepare.main(["--out", str(out), "--n", "1", "--seed", "8", "--generator", "3"]) == 0
+    sample = np.load(out / "sample_00000.npz")
+    _, case_seed, category = case_plan(1, 8)[0]
+    # The heart is drawn before the scan, so a small matrix gives the same heart.
+    broad = generate_case(case_seed, category, CaseOptions(matrix=64, variety=BROAD))
+    np.testing.assert_allclose(sample["heart_centre_mm"], prepare.heart_centre(broad.patient))
+    standard = generate_case(case_seed, category, CaseOptions(matrix=64))
+    assert not np.allclose(sample["heart_centre_mm"], prepare.heart_centre(standard.patient))
 
 
 def test_shipped_files_have_cards_and_checked_hashes(tiny_models: Path, tmp_path: Path) -> None:
@@ -386,6 +402,7 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     assert "| initialised from | RUN1/score.pt |" in (weights / "calcium_score.md").read_text()
     after = json.loads((weights / "calcium_manifest.json").read_text())
     assert (before["version"], after["version"]) == (ship.VERSION, "1.1")
+    assert after["generator_version"] == "2"  # the default: what prepare makes by default
     assert after["registration"] == before["registration"]
     for kept in ("calcium_atlas.npz", "calcium_registration.pt"):
         assert after["sha256"][kept] == before["sha256"][kept]

@@ -67,13 +67,14 @@ python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 # 7. version 2.3: generator-3 phantoms (the broad variety, models/phantoms/variety.py), stopped
 #    by time after 803 cases of the plan, and 2.2's score network (its float16 file as
 #    shipped) fine-tuned on them for 50 minutes (3,003 steps; 723 training, 80 validation);
-#    registration, heart search and coronary region are 2.2's (the region copied unchanged
-#    into the run folder as coronary_region.json); then steps 5 and 6 again
+#    registration, heart search and coronary region are 2.2's (step 3's region file copied
+#    unchanged into the new run folder); then steps 5 and 6 again
 python -m training.calcium.prepare --out data/calcium_g3 --n 1500 --seed 1001 --workers 2 \
     --generator 3 --max-minutes 36    # 803 cases
 python -m training.calcium.train_score --data data/calcium_g3 --out runs/score_g3 \
     --init models/weights/calcium_score.pt --iterations 20000 --batch 4 --patch 48 48 48 \
     --seed 1007 --split-seed 1007 --lr 4e-4 --max-minutes 50
+cp runs/score/coronary_region.json runs/score_g3/
 python -m training.calcium.ship --score runs/score_g3 --version 2.3 --method exact \
     --generator 3
 python -m training.calcium.select_exact --n 60 --seed 5252 --workers 2
