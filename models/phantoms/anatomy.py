@@ -59,6 +59,11 @@ class Patient:
     av_groove: float  # position of the AV groove along the long axis, in -1..1 (base = -1)
     groove_fat: float  # fat around the arteries in the grooves, beyond the vessel wall
     tissue: dict[str, float] = field(default_factory=dict)
+    # Generator version 4 (variety.sample_heart_fat): the pericardial fat pad's extension beyond
+    # the pericardium along the heart's axes (mm; zeros: no pad) and its shift forwards and
+    # down (mm).
+    pericardial_fat: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    pericardial_fat_shift: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
     @property
     def wall(self) -> float:
@@ -770,6 +775,19 @@ def paint_heart(canvas: Canvas, p: Patient, tree: CoronaryTree) -> None:
     t = p.tissue
     c, axes = p.heart_centre, p.heart_axes
     pericardium = p.heart_radii + p.epicardial_fat + 1.2
+    if np.any(p.pericardial_fat > 0):
+        # Pericardial fat takes the place of the lung next to the heart (and of nothing else:
+        # the chest wall, great vessels and spine keep what they are).
+        forwards, down = p.pericardial_fat_shift
+        pad_c = c + np.array([0.0, -forwards, -down])  # LPS: anterior is -y, down is -z
+        pad = pericardium + p.pericardial_fat
+        canvas.paint(
+            ellipsoid(pad_c, axes, pad),
+            *ellipsoid_bounds(pad_c, axes, pad),
+            t["fat"],
+            Label.BACKGROUND,
+            only_labels=LUNG_LABELS + (int(Label.PULMONARY_VESSELS),),
+        )
     canvas.paint(
         ellipsoid(c, axes, pericardium), *ellipsoid_bounds(c, axes, pericardium), t["soft"], None
     )

@@ -29,7 +29,7 @@ from models.phantoms.calcium import (
 from models.phantoms.canvas import Canvas
 from models.phantoms.devices import paint_devices
 from models.phantoms.geometry import Grid
-from models.phantoms.variety import STANDARD, Variety
+from models.phantoms.variety import STANDARD, Variety, sample_heart_fat
 
 # Version 2 adds incidental calcifications (calcium.sample_incidental) drawn from a random
 # stream of their own: every other part of a case (anatomy, scan, noise, lesions) is what
@@ -37,8 +37,11 @@ from models.phantoms.variety import STANDARD, Variety
 # Version 3 is version 2 with the broad variety (variety.py: wider heart poses and sizes,
 # coronary dominance and courses, lesion shapes and densities, stents, pacemaker leads and
 # ostial calcium), drawn from a third stream; CaseOptions(variety=STANDARD) makes version 2.
+# Version 4 is version 3 with fat around the heart (variety.sample_heart_fat), drawn from a
+# fourth stream; CaseOptions(variety=BROAD) still makes version 3.
 GENERATOR_VERSION = "2"
 BROAD_GENERATOR_VERSION = "3"
+FAT_GENERATOR_VERSION = "4"
 MAX_ATTEMPTS = 10  # lesion sets tried to reach the requested category
 MAX_TOTAL = 5000.0  # category 4 is open-ended; scores above this are rare in chest CT cohorts
 
@@ -53,10 +56,12 @@ class CaseOptions:
     # vessels, coronary lumen: everything painted as blood); None: unenhanced (the default,
     # which leaves every case exactly as before). Enhanced chest CT: about 150-450 HU.
     contrast_hu: float | None = None
-    variety: Variety = STANDARD  # variety.BROAD: generator version 3
+    variety: Variety = STANDARD  # variety.BROAD: version 3; variety.BROAD_WITH_FAT: 4
 
     @property
     def generator_version(self) -> str:
+        if self.variety.heart_fat:
+            return FAT_GENERATOR_VERSION
         return BROAD_GENERATOR_VERSION if self.variety.broad else GENERATOR_VERSION
 
 
@@ -95,6 +100,10 @@ def generate_case(
     body_width = float(rng.uniform(*variety.body_width_mm))
     kvp = float(rng.choice(KVP_CHOICES))
     patient = sample_patient(rng, body_width, kvp, variety, variety_rng)
+    if variety.heart_fat:  # version 4's own stream
+        fat = sample_heart_fat(np.random.default_rng([seed, 4]))
+        patient.epicardial_fat, patient.groove_fat = fat["epicardial"], fat["groove"]
+        patient.pericardial_fat, patient.pericardial_fat_shift = fat["pad_mm"], fat["pad_shift_mm"]
     if options.contrast_hu is not None:
         # Set after sampling, so that the random stream (and every other part of the case)
         # is what the unenhanced case of this seed draws.
@@ -156,6 +165,9 @@ def generate_case(
     if variety.broad:
         summary["dominance"] = anatomy.coronaries.dominance
         summary["devices"] = devices
+    if variety.heart_fat:
+        summary["epicardial_fat_mm"] = round(patient.epicardial_fat, 1)
+        summary["pericardial_fat_mm"] = [round(float(v), 1) for v in patient.pericardial_fat]
     return Case(
         seed=seed,
         target_category=target_category,

@@ -129,9 +129,9 @@ def _job(job: dict) -> list[dict]:
     """Score one case (and its variants); one row per scored volume."""
     if job["style"] == "own":
         from models.phantoms.case import CaseOptions, generate_case
-        from models.phantoms.variety import BROAD, STANDARD
+        from models.phantoms.variety import variety_for
 
-        variety = BROAD if job.get("generator", 2) >= 3 else STANDARD
+        variety = variety_for(job.get("generator", 2))
         case = generate_case(job["seed"], job["category"], CaseOptions(variety=variety))
         base = {**job, "set": "own", "truth": case.truth.total,
                 "truth_per_artery": case.truth.per_artery}  # fmt: skip
@@ -375,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calcium.evaluate_styles")
     parser.add_argument("--styles", default="own,alt")
     parser.add_argument("--n-own", type=int, default=200)
-    parser.add_argument("--own-generator", type=int, choices=(2, 3), default=2,
-                        help="own-style generator version (3: the broad variety)")  # fmt: skip
+    parser.add_argument("--own-generator", type=int, choices=(2, 3, 4), default=2,
+                        help="own-style generator version (3: the broad variety; 4: with fat "
+                        "around the heart)")  # fmt: skip
     parser.add_argument("--n-alt", type=int, default=100)
     parser.add_argument("--alt-seed", type=int, default=ALT_SEED)
     parser.add_argument("--alt-matrix", type=int, default=512, help="alt in-plane matrix")

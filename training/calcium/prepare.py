@@ -7,7 +7,7 @@ python -m training.calcium.prepare --out DIR --n N --seed S [--workers W] [--gen
 the shipped version 1.0 and the first stage of the candidates in training/calcium/results were
 trained on those. `--generator 3` makes them with the broad variety (models/phantoms/variety.py:
 wider heart poses and sizes, coronary dominance and courses, lesion shapes and densities, stents,
-pacemaker leads, ostial calcium).
+pacemaker leads, ostial calcium), `--generator 4` with that and fat around the heart.
 
 Per case, one .npz (about 4 MB) with what both models train on, so that the full-size phantom
 (tens of MB) never has to be stored:
@@ -51,7 +51,7 @@ from models.calcium.preprocess import (
 from models.labels import Label
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.plan import case_plan
-from models.phantoms.variety import BROAD, STANDARD
+from models.phantoms.variety import variety_for
 
 JITTER_VOX = (7, 7, 8)  # +-21 mm in plane, +-20 mm in z: the crop's training jitter
 BOX_SIZE_XYZ = tuple(s + 2 * j for s, j in zip(SCORE_SIZE_XYZ, JITTER_VOX, strict=True))
@@ -134,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--generator",
         type=int,
-        choices=(1, 2, 3),
+        choices=(1, 2, 3, 4),
         default=2,
         help="phantom generator version (1: without incidental calcifications; 3: the broad "
-        "variety)",
+        "variety; 4: the broad variety with fat around the heart)",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     options = CaseOptions(
-        incidental=args.generator >= 2, variety=BROAD if args.generator >= 3 else STANDARD
+        incidental=args.generator >= 2, variety=variety_for(args.generator)
     )
     jobs = [(p, args.out, options) for p in case_plan(args.n, args.seed, args.start)]
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
