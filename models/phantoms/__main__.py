@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.plan import case_plan
-from models.phantoms.variety import BROAD, STANDARD
+from models.phantoms.variety import variety_for
 from models.phantoms.writer import write_case
 
 
@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="generator version 3: the broad variety (variety.py); default version 2",
     )
+    parser.add_argument(
+        "--heart-fat",
+        action="store_true",
+        help="generator version 4: the broad variety with fat around the heart (variety.py)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     args = parser.parse_args(argv)
 
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol=args.protocol,
         n_slices=args.slices,
         contrast_hu=args.contrast,
-        variety=BROAD if args.broad else STANDARD,
+        variety=variety_for(4 if args.heart_fat else 3 if args.broad else 2),
     )
     jobs = [
         (p, args.out, options, args.dicom, args.rle)

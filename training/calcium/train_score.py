@@ -1,6 +1,6 @@
 """Train the direct Agatston regression ConvNet (score map per artery).
 
-python -m training.calcium.train_score --data DIR --out DIR [--iterations N] [--seed S]
+python -m training.calcium.train_score --data DIR [DIR ...] --out DIR [--iterations N] [--seed S]
                                        [--split-seed S] [--init RUN/score.pt]
                                        [--patch Z Y X] [--max-minutes M]
 
@@ -45,7 +45,7 @@ from models.calcium.inference import pick_device
 from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, PRIORS, ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
-from training.calcium.data import load_samples, split
+from training.calcium.data import concatenate, load_samples, split
 from training.calcium.prepare import BOX_SIZE_XYZ
 
 
@@ -141,7 +141,10 @@ def placement_loss(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calcium.train_score")
-    parser.add_argument("--data", type=Path, required=True, help="folder of prepared samples")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True,
+        help="folders of prepared samples (several: trained on together, in the order given)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    samples = load_samples(args.data, limit=args.limit)
+    samples = concatenate([load_samples(folder, limit=args.limit) for folder in args.data])
     split_seed = args.seed if args.split_seed is None else args.split_seed
     train_idx, val_idx = split(len(samples), 0.1, split_seed)
     rng = np.random.default_rng(args.seed)
@@ -259,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         history, args.out / "score_curve.png", "Score ConvNet training", "log1p squared error"
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
+                        data=[str(folder) for folder in args.data],
                         iterations_run=iterations, split_seed=split_seed, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)

@@ -1,6 +1,7 @@
 """Where a style's true calcium score is lost by the exact method (a diagnosis, chooses nothing).
 
 python -m training.calcium.where_lost [--style alt|own] [--n 40] [--workers 2] [--out FILE.json]
+                                      [--lung-to-fat MM]
 
 For each case, every voxel of the truth's own score (models.agatston.voxel_contributions on the
 case's image and truth labels) is followed through the shipped scorer, as `ctnode score` runs it
@@ -18,6 +19,11 @@ whether a style's loss is in locating the heart (box, region) or in the network'
 (presence, artery), so that training breadth (issue 25 item 3) aims at the right part. It also
 reports the located heart centre's distance from the style's true heart centre.
 
+`--lung-to-fat MM` first replaces the lung within MM of the heart (its myocardium, epicardial
+fat and coronary arteries) by fat (-95 HU with 12 HU of white noise): a counterfactual that asks
+whether the network finds calcium only where the heart meets the lung, which generator versions
+2 and 3 always show (the diagnosis behind generator version 4, results/fat_2.4/).
+
 The second style is evaluation-only: this reads it to describe the failure, and nothing is
 chosen from it.
 """
@@ -32,15 +38,19 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from models.agatston import voxel_contributions
 from models.calcium.coronary_region import inside_region, region_bounds
 from models.calcium.exact import label_candidates
 from models.calcium.inference import WEIGHTS_DIR, CalciumScorer
 from models.calcium.preprocess import grid_indices, score_grid
-from models.labels import ARTERIES
+from models.labels import ARTERIES, Label
 from models.phantoms.plan import case_plan
 
+FAT_HU, FAT_NOISE_HU = -95.0, 12.0
+LUNG_BELOW_HU = -300.0
+HEART_LABELS = (Label.HEART, Label.EPICARDIAL_FAT, Label.CORONARY_ARTERY)
 BINS = ("outside_box", "outside_region", "not_present", "wrong_artery", "counted")
 ALT_SEED, OWN_SEED = 2525, 424242  # the seeds and plans evaluate_styles uses
 
@@ -72,6 +82,19 @@ def _case(style: str, seed: int, category: int):
     centre = np.asarray(case.patient.heart.centre, dtype=float)
     return (to_image(case.image, case.grid, position), to_image(case.labels, case.grid, position),
             centre)  # fmt: skip
+
+
+def lung_to_fat(ct: sitk.Image, labels: sitk.Image, depth_mm: float, seed: int) -> sitk.Image:
+    """`ct` with the lung (HU under -300) within `depth_mm` of the heart made fat."""
+    hu = sitk.GetArrayFromImage(ct).astype(np.float32)
+    heart = np.isin(sitk.GetArrayFromImage(labels), HEART_LABELS)
+    distance = ndimage.distance_transform_edt(~heart, sampling=ct.GetSpacing()[::-1])
+    lung = (distance > 0) & (distance <= depth_mm) & (hu < LUNG_BELOW_HU)
+    noise = np.random.default_rng(seed).standard_normal(int(lung.sum()))
+    hu[lung] = FAT_HU + FAT_NOISE_HU * noise
+    out = sitk.GetImageFromArray(hu)
+    out.CopyInformation(ct)
+    return out
 
 
 def follow(scorer: CalciumScorer, ct: sitk.Image, labels: sitk.Image) -> tuple[dict, np.ndarray]:
@@ -106,9 +129,11 @@ def follow(scorer: CalciumScorer, ct: sitk.Image, labels: sitk.Image) -> tuple[d
     return split, centre
 
 
-def _job(job: tuple[str, int, int, int]) -> dict:
-    style, index, seed, category = job
+def _job(job: tuple[str, int, int, int, float]) -> dict:
+    style, index, seed, category, fat_mm = job
     ct, labels, true_centre = _case(style, seed, category)
+    if fat_mm > 0:
+        ct = lung_to_fat(ct, labels, fat_mm, seed)
     split, centre = follow(_scorer, ct, labels)
     return {"index": index, "seed": seed, "split": split,
             "centre_error_mm": float(np.linalg.norm(centre - true_centre))}  # fmt: skip
@@ -134,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--lung-to-fat", type=float, default=0.0, metavar="MM",
+        help="make the lung within MM of the heart fat before scoring (a counterfactual)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.style == "alt":
         from training.phantoms_alt.output import plan
@@ -141,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         seed, jobs = ALT_SEED, plan(args.n, ALT_SEED)
     else:
         seed, jobs = OWN_SEED, case_plan(args.n, OWN_SEED)
-    jobs = [(args.style, *job) for job in jobs]
+    jobs = [(args.style, *job, args.lung_to_fat) for job in jobs]
     with ProcessPoolExecutor(
         args.workers, initializer=_init, initargs=(str(args.weights),)
     ) as pool:
         rows = list(pool.map(_job, jobs))
-    summary = {"style": args.style, "n": len(rows), "seed": seed, "arteries": summarise(rows)}
+    summary = {"style": args.style, "n": len(rows), "seed": seed,
+               "lung_to_fat_mm": args.lung_to_fat, "arteries": summarise(rows)}  # fmt: skip
     text = json.dumps(summary, indent=1)
     if args.out:
         args.out.write_text(json.dumps({**summary, "cases": rows}, indent=1) + "\n")

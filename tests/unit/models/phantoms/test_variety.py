@@ -109,3 +109,58 @@ def test_broad_lesion_densities_reach_down_to_the_threshold() -> None:
         case = generate_case(400 + seed, 2, CaseOptions(**SMALL, variety=BROAD))
         densities += [c.density_hu for c in case.calcifications if calcium.is_lesion(c)]
     assert min(densities) < 250  # version 2's lowest true density is 250 x the kVp factor
+
+
+def test_heart_fat_is_generator_version_4_and_leaves_version_3_alone() -> None:
+    from models.phantoms.variety import BROAD_WITH_FAT, variety_for
+
+    assert (variety_for(2), variety_for(3), variety_for(4)) == (STANDARD, BROAD, BROAD_WITH_FAT)
+    broad = generate_case(11, 3, CaseOptions(**SMALL, variety=BROAD))
+    again = generate_case(11, 3, CaseOptions(**SMALL, variety=BROAD))
+    fat = generate_case(11, 3, CaseOptions(**SMALL, variety=BROAD_WITH_FAT))
+    assert np.array_equal(broad.image, again.image)
+    assert fat.generator_version == "4" and "pericardial_fat_mm" not in broad.patient
+    assert 1.5 <= fat.patient["epicardial_fat_mm"] <= 10.0
+
+
+def test_sample_heart_fat_draws_pads_and_fat_thicker_than_version_3() -> None:
+    from models.phantoms.variety import PERICARDIAL_FAT_MM, sample_heart_fat
+
+    rng = np.random.default_rng(0)
+    drawn = [sample_heart_fat(rng) for _ in range(400)]
+    pads = np.array([d["pad_mm"] for d in drawn])
+    with_pad = pads.max(axis=1) > 0
+    assert 0.65 < with_pad.mean() < 0.85  # PERICARDIAL_FAT_RATE 0.75
+    assert pads.max() <= PERICARDIAL_FAT_MM and pads[with_pad].max() > 20.0
+    assert max(d["epicardial"] for d in drawn) > 8.0  # versions 2 and 3 stop at 5 mm
+
+
+def test_the_pericardial_fat_pad_replaces_lung_next_to_the_heart_only(monkeypatch) -> None:
+    from scipy import ndimage
+
+    from models.phantoms import case as case_module
+    from models.phantoms.variety import BROAD_WITH_FAT, sample_heart_fat
+
+    def fat_of(pad_mm: float):
+        def draw(rng):
+            fat = sample_heart_fat(rng)
+            return {**fat, "epicardial": 3.0, "groove": 4.0, "pad_mm": np.full(3, pad_mm),
+                    "pad_shift_mm": np.zeros(2)}  # fmt: skip
+
+        monkeypatch.setattr(case_module, "sample_heart_fat", draw)
+        return generate_case(12, 0, CaseOptions(**SMALL, variety=BROAD_WITH_FAT))
+
+    lean, fatty = fat_of(0.0), fat_of(20.0)
+    lungs = (Label.LEFT_LUNG, Label.RIGHT_LUNG)
+    heart = lean.labels == Label.HEART
+    near = ndimage.binary_dilation(heart, iterations=3) & ~heart  # within ~3 voxels (7.5 mm)
+    lung_near = lambda case: np.isin(case.labels[near], lungs).mean()  # noqa: E731
+    assert lung_near(lean) > 0.1 and lung_near(fatty) < 0.5 * lung_near(lean)
+    became_fat = np.isin(lean.labels, lungs) & (fatty.labels == Label.BACKGROUND)
+    assert became_fat.sum() > 100
+    # Fat HU where lung was (the reconstruction's noise and blur around it).
+    assert -160 < np.median(fatty.image[became_fat]) < -40
+    # Nothing but lung (its vessels, and granulomas, which are placed in what is lung) changed.
+    changed = lean.labels != fatty.labels
+    in_lung = {*lungs, Label.PULMONARY_VESSELS, Label.LUNG_GRANULOMA_CALCIFICATION}
+    assert set(np.unique(lean.labels[changed])) <= in_lung
