@@ -80,7 +80,11 @@ MIN_NCC = 0.5  # below this the alignment is not trusted (validation scans: see 
 MIN_HEART_NCC = 0.35  # ... unless the heart search's correlation reaches this (fov_check.py)
 MAX_TRUSTED_ROTATION_DEG = 40.0  # trained on up to 15 deg per axis (about 26 deg in all)
 MIN_BOX_INSIDE = 0.6  # fraction of the score box inside the scan (manifests without a region)
-MIN_REGION_INSIDE = 0.7  # of the coronary region (chosen by training/calcium/fov_check.py)
+# The heart is cut when less than this fraction of a coverage measure lies inside the scan
+# (chosen by training/calcium/fov_check.py): "coronary_region", the box where calcium counts
+# (the coronary extent of the training phantoms widened by the heart's location error), or
+# "coronary_core", that extent alone.
+HEART_CUT_RULE = ("coronary_region", 0.7)
 METHODS = ("exact", "regression")
 
 
@@ -146,6 +150,13 @@ class CalciumScorer:
         region_mm = self.manifest["score"].get("coronary_region_mm")  # absent before 2.0
         self.region_mm = region_mm
         self.region = None if region_mm is None else region_mask(region_mm)
+        # The coronary extent itself, without the location margin (manifests from 2.0 record it).
+        extent = self.manifest["score"].get("coronary_region", {})
+        self.core_mm = (
+            {"low": extent["lesion_low_mm"], "high": extent["lesion_high_mm"]}
+            if "lesion_low_mm" in extent and "lesion_high_mm" in extent
+            else None
+        )
         self.name = f"{self.manifest['name']} {self.manifest['version']}"
         self.registration_passes = int(self.manifest["registration"].get("passes", 1))
         with torch.inference_mode():
@@ -252,24 +263,32 @@ class CalciumScorer:
         )
 
     def coverage(self, ct: sitk.Image, centre: np.ndarray) -> dict[str, float]:
-        """How much of the score box and of the coronary region (where calcium counts; the
-        box again for a manifest without one) around the located heart lies inside the scan."""
+        """How much of the score box, of the coronary region (where calcium counts; the box
+        again for a manifest without one) and of the coronary extent within it (where a
+        manifest records it) around the located heart lies inside the scan."""
         box = fraction_inside(ct, centre, *score_box_bounds())
         region = box if self.region_mm is None else fraction_inside(
             ct, centre, *region_bounds(self.region_mm)
         )  # fmt: skip
-        return {"score_box": box, "coronary_region": region}
+        cover = {"score_box": box, "coronary_region": region}
+        if self.core_mm is not None:
+            cover["coronary_core"] = fraction_inside(ct, centre, *region_bounds(self.core_mm))
+        return cover
 
     def heart_cut(self, ct: sitk.Image, centre: np.ndarray) -> bool:
-        """Whether the scan cuts the heart: the coronary region around the located heart is
-        not covered well enough (training/calcium/fov_check.py chose MIN_REGION_INSIDE). The
-        score box is larger than the heart (the network's context), so a dedicated cardiac
-        reconstruction leaves much of it outside the scan with the heart whole; the box rule
-        of version 2.2 and earlier (MIN_BOX_INSIDE) remains for a manifest without a region."""
+        """Whether the scan cuts the heart: the HEART_CUT_RULE's coverage around the located
+        heart is too low (training/calcium/fov_check.py chose it). The score box is larger
+        than the heart (the network's context), so a dedicated cardiac reconstruction leaves
+        much of it outside the scan with the heart whole; the box rule of version 2.2 and
+        earlier (MIN_BOX_INSIDE) remains for a manifest without a region, and the region's
+        for one without the coronary extent."""
         cover = self.coverage(ct, centre)
         if self.region_mm is None:
             return cover["score_box"] < MIN_BOX_INSIDE
-        return cover["coronary_region"] < MIN_REGION_INSIDE
+        measure, minimum = HEART_CUT_RULE
+        if measure not in cover:
+            measure, minimum = "coronary_region", 0.7
+        return cover[measure] < minimum
 
     def score_network(self, ct: sitk.Image, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of the score network on the box around `centre`: the direct

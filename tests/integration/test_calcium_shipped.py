@@ -227,3 +227,19 @@ def test_a_prone_or_feet_first_scan_scores_as_the_supine_one(
     assert turned.reported_category == supine.reported_category
     assert turned.agatston_total == pytest.approx(supine.agatston_total, rel=0.05)
     assert np.linalg.norm(np.subtract(turned.heart_centre_mm, supine.heart_centre_mm)) < 10.0
+
+
+def test_coverage_tells_the_coronary_extent_from_the_wider_region(scorer: CalciumScorer) -> None:
+    import SimpleITK as sitk
+
+    # A 150 x 150 x 120 mm scan centred on the located heart: the coronary extent of the
+    # training phantoms (about 102 x 108 x 95 mm) lies inside, the region around it
+    # (152 x 158 x 145 mm, the extent widened by the location error) does not.
+    assert scorer.core_mm is not None
+    image = sitk.Image([75, 75, 48], sitk.sitkInt16)
+    image.SetSpacing((2.0, 2.0, 2.5))
+    image.SetOrigin((-74.0, -74.0, -58.75))
+    cover = scorer.coverage(image, np.zeros(3))
+    assert cover["coronary_core"] == 1.0
+    assert cover["coronary_region"] < 0.8
+    assert cover["score_box"] < cover["coronary_region"]

@@ -42,7 +42,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from models.agatston import risk_category
-from models.calcium.inference import MIN_BOX_INSIDE, MIN_NCC, WEIGHTS_DIR, CalciumScorer
+from models.calcium.inference import (
+    HEART_CUT_RULE,
+    MIN_BOX_INSIDE,
+    MIN_HEART_NCC,
+    MIN_NCC,
+    WEIGHTS_DIR,
+    CalciumScorer,
+)
 from models.calcium.result import UNTRUSTED_FLAGS
 from models.phantoms.case import generate_case
 from models.phantoms.plan import case_plan
@@ -56,6 +63,7 @@ WHOLE = ("full", "cardiac", *(f"cardiac_{fov:.0f}" for fov in SMALL_FOVS_MM))
 CUT = ("cut_below", "cut_above", "cut_side")
 OUTSIDE = "heart_outside_field_of_view"
 REGISTRATION = "registration_failure"
+CUT_MEASURES = ("coronary_region", "coronary_core")  # the shipped measure decides a tie
 HEART_NCC = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 _scorer: CalciumScorer | None = None
@@ -148,7 +156,8 @@ def _job(job: tuple[int, int, int]) -> dict:
 
 class Rules:
     """The two rules chosen here, as the scorer applies them: the heart is cut when the
-    `measure` ("coronary_region", or 2.2's "score_box") lies less than `inside` in the scan;
+    `measure` ("coronary_region", "coronary_core", or 2.2's "score_box") lies less than
+    `inside` in the scan;
     the registration failed when it hit its limits, or its whole-grid correlation is under
     MIN_NCC and the heart search's local correlation (heart_ncc; None: not consulted, as in
     2.2) does not vouch for it."""
@@ -205,23 +214,33 @@ def agreement(cases: list[dict], rules: Rules) -> dict:
 
 
 def report(cases: list[dict]) -> dict:
-    """First the cut rule (with 2.2's registration rule), then the registration rule given the
-    chosen cut rule: each the fewest wrong decisions; ties: the lowest region threshold (flag
-    only what is clearly cut), the highest heart correlation (trust least)."""
-    region = [errors(cases, Rules("coronary_region", t, None)) for t in THRESHOLDS]
-    inside = min(region, key=lambda r: (r["wrong"], r["inside"]))["inside"]
-    trust = [errors(cases, Rules("coronary_region", inside, h)) for h in (None, *HEART_NCC)]
+    """First the cut rule (with 2.2's registration rule): a coverage measure and its threshold,
+    then the registration rule given the chosen cut rule: each the fewest wrong decisions;
+    ties: the shipped measure, the lowest threshold (flag only what is clearly cut), the
+    highest heart correlation (trust least). The shipped rules (models/calcium/inference.py)
+    are reported beside them."""
+    measures = [m for m in CUT_MEASURES if all(m in c["rows"]["full"] for c in cases)]
+    region = [errors(cases, Rules(m, t, None)) for m in measures for t in THRESHOLDS]
+    shipped_measure, shipped_inside = HEART_CUT_RULE
+    best = min(region, key=lambda r: (r["wrong"], r["measure"] != shipped_measure, r["inside"]))
+    measure, inside = best["measure"], best["inside"]
+    trust = [errors(cases, Rules(measure, inside, h)) for h in (None, *HEART_NCC)]
     heart = min(trust, key=lambda r: (r["wrong"], -(r["heart_ncc"] or 0.0)))["heart_ncc"]
-    old, new = Rules("score_box", MIN_BOX_INSIDE, None), Rules("coronary_region", inside, heart)
+    old, new = Rules("score_box", MIN_BOX_INSIDE, None), Rules(measure, inside, heart)
+    if shipped_measure not in measures:  # cases recorded before the measure existed
+        shipped_measure, shipped_inside = "coronary_region", 0.7
+    shipped = Rules(shipped_measure, shipped_inside, MIN_HEART_NCC)
     return {
         "n": len(cases),
         "region_rules": region,
         "registration_rules": trust,
-        "chosen": {"min_region_inside": inside, "min_heart_ncc": heart},
+        "chosen": {"measure": measure, "min_inside": inside, "min_heart_ncc": heart},
         "rules_2_2": errors(cases, old),
         "rules_chosen": errors(cases, new),
+        "rules_shipped": errors(cases, shipped),
         "agreement_2_2": agreement(cases, old),
         "agreement_chosen": agreement(cases, new),
+        "agreement_shipped": agreement(cases, shipped),
     }
 
 
@@ -246,31 +265,32 @@ def markdown(summary: dict, seed: int) -> str:
         "cardiac*; cut hearts: cut_*. cut hearts shown: cut crops with no untrusted flag; "
         "wrong = whole hearts indeterminate + cut hearts shown.",
         "",
-        "Version 2.2's rules, then the chosen ones:",
+        "Version 2.2's rules, the chosen ones, and the shipped ones (models/calcium/inference.py):",
         "",
-        *table([summary["rules_2_2"], summary["rules_chosen"]]),
+        *table([summary["rules_2_2"], summary["rules_chosen"], summary["rules_shipped"]]),
         "",
         "The cut rule (registration as in 2.2):",
         "",
         *table(summary["region_rules"]),
         "",
-        f"The registration rule, with coronary_region < {chosen['min_region_inside']}:",
+        f"The registration rule, with {chosen['measure']} < {chosen['min_inside']}:",
         "",
         *table(summary["registration_rules"]),
         "",
-        f"Chosen: coronary_region < {chosen['min_region_inside']}, "
+        f"Chosen: {chosen['measure']} < {chosen['min_inside']}, "
         f"heart correlation >= {chosen['min_heart_ncc']}.",
         "",
         "Whole-heart crops in the full scan's category (measured; and with neither indeterminate):",
         "",
-        "| crop | 2.2 rules | chosen rules |",
-        "|---|---|---|",
+        "| crop | 2.2 rules | chosen rules | shipped rules |",
+        "|---|---|---|---|",
     ]
     for name, old in summary["agreement_2_2"].items():
-        new = summary["agreement_chosen"][name]
+        cells = [summary[f"agreement_{k}"][name] for k in ("2_2", "chosen", "shipped")]
         lines.append(
-            f"| {name} | {old['same_category']:.0%}; {old['same_and_shown']:.0%} | "
-            f"{new['same_category']:.0%}; {new['same_and_shown']:.0%} |"
+            f"| {name} | "
+            + " | ".join(f"{c['same_category']:.0%}; {c['same_and_shown']:.0%}" for c in cells)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 

@@ -38,9 +38,9 @@ def test_report_chooses_the_rules_with_the_fewest_wrong_decisions() -> None:
     summary = report(cases)
     # From 0.5 every cut heart (0.45 inside) is caught, from 0.75 a whole heart (0.73) is
     # withheld: ties between 0.5 and 0.7 go to the lowest.
-    assert summary["chosen"]["min_region_inside"] == 0.5
+    assert summary["chosen"] == {"measure": "coronary_region", "min_inside": 0.5,
+                                 "min_heart_ncc": 0.5}  # fmt: skip
     # Every correlation up to 0.5 lets both small fields of view through: the highest is kept.
-    assert summary["chosen"]["min_heart_ncc"] == 0.5
     chosen = errors(cases, Rules("coronary_region", 0.5, 0.5))
     assert chosen["wrong"] == 0 and chosen["cut_shown"] == 0
     assert summary["rules_chosen"]["wrong"] == 0
@@ -57,3 +57,23 @@ def test_crop_keeps_the_window_width_at_the_scan_edge() -> None:
     assert inside.GetOrigin()[0] == pytest.approx(0.0)
     cut = crop(image, [-50, 20, 10], [50, 120, 60], keep_width=False)
     assert cut.GetSize()[0] == 26 and cut.GetSize()[2] == 11
+
+
+def test_report_chooses_the_coronary_core_where_only_it_tells_cut_from_whole() -> None:
+    cases = [_case(0.8, 0.8, 0.8), _case(0.66, 0.8, 0.8)]  # a small field of view: region 0.66
+    for case in cases:
+        for name, row in case["rows"].items():
+            row["coronary_core"] = 0.5 if name in CUT else 0.95
+    summary = report(cases)
+    # A region threshold of 0.5-0.65 catches every cut heart (0.45) and shows the 0.66 one; the
+    # core does as well, and a tie goes to the shipped measure.
+    assert summary["chosen"]["measure"] == "coronary_region"
+    assert summary["chosen"]["min_inside"] == 0.5
+    # Now a cut heart whose region looks whole (0.8): only the core tells.
+    for case in cases:
+        case["rows"]["cut_side"]["coronary_region"] = 0.8
+    summary = report(cases)
+    assert summary["chosen"]["measure"] == "coronary_core"
+    assert summary["rules_chosen"]["wrong"] == 0
+    assert summary["rules_shipped"]["wrong"] > 0  # the shipped region rule shows cut hearts
+    assert set(summary["agreement_shipped"]) == set(summary["agreement_chosen"])
