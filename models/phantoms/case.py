@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,7 +29,12 @@ from models.phantoms.calcium import (
 from models.phantoms.canvas import Canvas
 from models.phantoms.devices import paint_devices
 from models.phantoms.geometry import Grid
-from models.phantoms.variety import STANDARD, Variety, sample_heart_fat
+from models.phantoms.variety import (
+    STANDARD,
+    Variety,
+    sample_heart_fat,
+    sharp_kernel_noise_sd,
+)
 
 # Version 2 adds incidental calcifications (calcium.sample_incidental) drawn from a random
 # stream of their own: every other part of a case (anatomy, scan, noise, lesions) is what
@@ -37,8 +42,8 @@ from models.phantoms.variety import STANDARD, Variety, sample_heart_fat
 # Version 3 is version 2 with the broad variety (variety.py: wider heart poses and sizes,
 # coronary dominance and courses, lesion shapes and densities, stents, pacemaker leads and
 # ostial calcium), drawn from a third stream; CaseOptions(variety=STANDARD) makes version 2.
-# Version 4 is version 3 with fat around the heart (variety.sample_heart_fat), drawn from a
-# fourth stream; CaseOptions(variety=BROAD) still makes version 3.
+# Version 4 is version 3 with fat around the heart and noisier sharp kernels (variety.py),
+# drawn from a fourth stream; CaseOptions(variety=BROAD) still makes version 3.
 GENERATOR_VERSION = "2"
 BROAD_GENERATOR_VERSION = "3"
 FAT_GENERATOR_VERSION = "4"
@@ -100,8 +105,9 @@ def generate_case(
     body_width = float(rng.uniform(*variety.body_width_mm))
     kvp = float(rng.choice(KVP_CHOICES))
     patient = sample_patient(rng, body_width, kvp, variety, variety_rng)
-    if variety.heart_fat:  # version 4's own stream
-        fat = sample_heart_fat(np.random.default_rng([seed, 4]))
+    version_4_rng = np.random.default_rng([seed, 4]) if variety.heart_fat else None
+    if version_4_rng is not None:
+        fat = sample_heart_fat(version_4_rng)
         patient.epicardial_fat, patient.groove_fat = fat["epicardial"], fat["groove"]
         patient.pericardial_fat, patient.pericardial_fat_shift = fat["pad_mm"], fat["pad_shift_mm"]
     if options.contrast_hu is not None:
@@ -121,6 +127,8 @@ def generate_case(
         protocol=options.protocol,
         n_slices=options.n_slices,
     )
+    if version_4_rng is not None and acq.sharp_kernel:
+        acq = replace(acq, noise_sd_hu=sharp_kernel_noise_sd(version_4_rng, acq.noise_sd_hu))
     grid = acq.grid()
     canvas = Canvas.empty(grid, mat.AIR)
     anatomy = paint_anatomy(canvas, patient, levels, rng, variety_rng)
@@ -168,6 +176,7 @@ def generate_case(
     if variety.heart_fat:
         summary["epicardial_fat_mm"] = round(patient.epicardial_fat, 1)
         summary["pericardial_fat_mm"] = [round(float(v), 1) for v in patient.pericardial_fat]
+        summary["noise_sd_hu"] = round(acq.noise_sd_hu, 1)
     return Case(
         seed=seed,
         target_category=target_category,

@@ -164,3 +164,12 @@ def test_the_pericardial_fat_pad_replaces_lung_next_to_the_heart_only(monkeypatc
     changed = lean.labels != fatty.labels
     in_lung = {*lungs, Label.PULMONARY_VESSELS, Label.LUNG_GRANULOMA_CALCIFICATION}
     assert set(np.unique(lean.labels[changed])) <= in_lung
+
+
+def test_version_4_sharp_kernels_are_noisier_up_to_120_hu() -> None:
+    from models.phantoms.variety import MAX_NOISE_SD_HU, sharp_kernel_noise_sd
+
+    rng = np.random.default_rng(0)
+    drawn = np.array([sharp_kernel_noise_sd(rng, 30.0) for _ in range(300)])
+    assert drawn.min() >= 30.0 and drawn.max() > 75.0  # 2-6 times the soft kernel's 15 HU
+    assert sharp_kernel_noise_sd(np.random.default_rng(1), 40.0) <= MAX_NOISE_SD_HU
