@@ -69,14 +69,29 @@ python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 #    shipped) fine-tuned on them for 50 minutes (3,003 steps; 723 training, 80 validation);
 #    registration, heart search and coronary region are 2.2's (step 3's region file copied
 #    unchanged into the new run folder); then steps 5 and 6 again
-python -m training.calcium.prepare --out data/calcium_g3 --n 1500 --seed 1001 --workers 2 \
+python -m training.calcium.prepare --out data/calcium_g3 --n 1500 --seed 1001 --workers 2 \\
     --generator 3 --max-minutes 36    # 803 cases
-python -m training.calcium.train_score --data data/calcium_g3 --out runs/score_g3 \
-    --init models/weights/calcium_score.pt --iterations 20000 --batch 4 --patch 48 48 48 \
+python -m training.calcium.train_score --data data/calcium_g3 --out runs/score_g3 \\
+    --init models/weights/calcium_score.pt --iterations 20000 --batch 4 --patch 48 48 48 \\
     --seed 1007 --split-seed 1007 --lr 4e-4 --max-minutes 50
 cp runs/score/coronary_region.json runs/score_g3/
-python -m training.calcium.ship --score runs/score_g3 --version 2.3 --method exact \
+python -m training.calcium.ship --score runs/score_g3 --version 2.3 --method exact \\
     --generator 3
+python -m training.calcium.select_exact --n 60 --seed 5252 --workers 2
+python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
+# 8. version 2.4: generator-4 phantoms (version 3 with fat around the heart and noisier sharp
+#    kernels), stopped by time after 572 cases of the plan, and 2.3's score network fine-tuned
+#    on them together with step 7's 803 generator-3 samples for 45 minutes (2,346 steps; 1,237
+#    training, 138 validation); registration, heart search and coronary region unchanged;
+#    then steps 5 and 6 again
+python -m training.calcium.prepare --out data/calcium_g4 --n 640 --seed 1002 --workers 2 \\
+    --generator 4 --max-minutes 26    # 572 cases
+python -m training.calcium.train_score --data data/calcium_g3 data/calcium_g4 \\
+    --out runs/score_g4 --init models/weights/calcium_score.pt --iterations 20000 --batch 4 \\
+    --patch 48 48 48 --seed 1008 --split-seed 1008 --lr 4e-4 --max-minutes 45
+cp runs/score/coronary_region.json runs/score_g4/
+python -m training.calcium.ship --score runs/score_g4 --version 2.4 --method exact \\
+    --generator 4
 python -m training.calcium.select_exact --n 60 --seed 5252 --workers 2
 python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 ```
