@@ -84,7 +84,7 @@ MIN_BOX_INSIDE = 0.6  # fraction of the score box inside the scan (manifests wit
 # (chosen by training/calcium/fov_check.py): "coronary_region", the box where calcium counts
 # (the coronary extent of the training phantoms widened by the heart's location error), or
 # "coronary_core", that extent alone.
-HEART_CUT_RULE = ("coronary_region", 0.7)
+HEART_CUT_RULE = ("coronary_core", 0.9)
 METHODS = ("exact", "regression")
 
 

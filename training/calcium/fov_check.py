@@ -19,10 +19,13 @@ Per crop it records the score, the flags, the fraction of the score box and of t
 region (around the located heart) inside the scan, the registration's whole-grid correlation
 with the atlas, the heart search's correlation, and the located centre's distance from the
 true heart centre. From these it recomputes, under candidate rules, which results would be
-indeterminate, and chooses (Rules, report): first the coronary-region fraction under which
-`heart_outside_field_of_view` is raised, then the heart-search correlation that lets a low
-whole-grid correlation pass without `registration_failure`; each with the fewest wrong
-decisions (whole hearts made indeterminate plus cut hearts left with no untrusted flag).
+indeterminate, and chooses (Rules, report), together: the coverage measure (the coronary
+region, or the coronary extent within it) and the fraction under which
+`heart_outside_field_of_view` is raised, and the heart-search correlation that lets a low
+whole-grid correlation pass without `registration_failure`; with the fewest wrong decisions
+(whole hearts made indeterminate plus cut hearts left with no untrusted flag). Until
+2026-12-05 the two were chosen one after the other, the cut rule under 2.2's registration
+rule, which let that rule's failures on small fields of view decide the cut rule.
 Version 2.2's rules are reported beside them, with the agreement issue 25 asks for: a
 whole-heart crop in the full scan's category (target >= 95 %), an indeterminate one counted
 as a disagreement.
@@ -57,7 +60,7 @@ from training.calcium.prepare import heart_centre
 
 SEED = 6464
 CARDIAC_FOV_MM = 220.0
-THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 SMALL_FOVS_MM = (160.0, 190.0)
 WHOLE = ("full", "cardiac", *(f"cardiac_{fov:.0f}" for fov in SMALL_FOVS_MM))
 CUT = ("cut_below", "cut_above", "cut_side")
@@ -214,18 +217,21 @@ def agreement(cases: list[dict], rules: Rules) -> dict:
 
 
 def report(cases: list[dict]) -> dict:
-    """First the cut rule (with 2.2's registration rule): a coverage measure and its threshold,
-    then the registration rule given the chosen cut rule: each the fewest wrong decisions;
-    ties: the shipped measure, the lowest threshold (flag only what is clearly cut), the
-    highest heart correlation (trust least). The shipped rules (models/calcium/inference.py)
-    are reported beside them."""
+    """The cut rule (a coverage measure and its threshold) and the registration rule (the heart
+    search's correlation) chosen together, with the fewest wrong decisions; ties: the shipped
+    measure, the lowest threshold (flag only what is clearly cut), the highest heart
+    correlation (trust least). The tables show each cut rule with 2.2's registration rule, and
+    each registration rule with the chosen cut rule; the shipped rules
+    (models/calcium/inference.py) are reported beside them."""
     measures = [m for m in CUT_MEASURES if all(m in c["rows"]["full"] for c in cases)]
-    region = [errors(cases, Rules(m, t, None)) for m in measures for t in THRESHOLDS]
     shipped_measure, shipped_inside = HEART_CUT_RULE
-    best = min(region, key=lambda r: (r["wrong"], r["measure"] != shipped_measure, r["inside"]))
-    measure, inside = best["measure"], best["inside"]
+    joint = [errors(cases, Rules(m, t, h))
+             for m in measures for t in THRESHOLDS for h in (None, *HEART_NCC)]  # fmt: skip
+    best = min(joint, key=lambda r: (r["wrong"], r["measure"] != shipped_measure, r["inside"],
+                                     -(r["heart_ncc"] or 0.0)))  # fmt: skip
+    measure, inside, heart = best["measure"], best["inside"], best["heart_ncc"]
+    region = [errors(cases, Rules(m, t, None)) for m in measures for t in THRESHOLDS]
     trust = [errors(cases, Rules(measure, inside, h)) for h in (None, *HEART_NCC)]
-    heart = min(trust, key=lambda r: (r["wrong"], -(r["heart_ncc"] or 0.0)))["heart_ncc"]
     old, new = Rules("score_box", MIN_BOX_INSIDE, None), Rules(measure, inside, heart)
     if shipped_measure not in measures:  # cases recorded before the measure existed
         shipped_measure, shipped_inside = "coronary_region", 0.7
