@@ -76,7 +76,6 @@ BROAD = Variety(
 BROAD_WITH_FAT = replace(BROAD, heart_fat=True)  # version 4
 
 
-
 def variety_for(generator: int) -> Variety:
     """The variety of a generator version (2 and 1: STANDARD, 3: BROAD, 4: BROAD_WITH_FAT)."""
     return BROAD_WITH_FAT if generator >= 4 else BROAD if generator == 3 else STANDARD
@@ -109,6 +108,7 @@ def sample_heart_fat(rng: np.random.Generator) -> dict:
     shift = rng.uniform(0.0, PERICARDIAL_FAT_SHIFT_MM, size=2) * has_pad
     return {"epicardial": epicardial, "groove": groove, "pad_mm": extension,
             "pad_shift_mm": shift}  # fmt: skip
+
 
 DOMINANCE = (("right", 0.70), ("left", 0.15), ("codominant", 0.15))
 LESION_SHAPES = (

@@ -291,7 +291,7 @@ def markdown(summary: dict, seed: int) -> str:
         "| crop | 2.2 rules | chosen rules | shipped rules |",
         "|---|---|---|---|",
     ]
-    for name, old in summary["agreement_2_2"].items():
+    for name in summary["agreement_2_2"]:
         cells = [summary[f"agreement_{k}"][name] for k in ("2_2", "chosen", "shipped")]
         lines.append(
             f"| {name} | "

@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    options = CaseOptions(
-        incidental=args.generator >= 2, variety=variety_for(args.generator)
-    )
+    options = CaseOptions(incidental=args.generator >= 2, variety=variety_for(args.generator))
     jobs = [(p, args.out, options) for p in case_plan(args.n, args.seed, args.start)]
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
     done = 0
