@@ -150,13 +150,15 @@ class CalciumScorer:
         region_mm = self.manifest["score"].get("coronary_region_mm")  # absent before 2.0
         self.region_mm = region_mm
         self.region = None if region_mm is None else region_mask(region_mm)
-        # The coronary extent itself, without the location margin (manifests from 2.0 record it).
+        # The coronary extent itself, without the location margin (manifests from 2.0 record
+        # it): (low, high) x y z mm from the located heart centre. Unlike the region it need
+        # not hold the centre (a small training set's calcium may lie to one side of it).
         extent = self.manifest["score"].get("coronary_region", {})
-        self.core_mm = (
-            {"low": extent["lesion_low_mm"], "high": extent["lesion_high_mm"]}
-            if "lesion_low_mm" in extent and "lesion_high_mm" in extent
-            else None
-        )
+        self.core_bounds = None
+        if "lesion_low_mm" in extent and "lesion_high_mm" in extent:
+            low, high = np.asarray(extent["lesion_low_mm"]), np.asarray(extent["lesion_high_mm"])
+            if low.shape == high.shape == (3,) and np.all(low < high):
+                self.core_bounds = (low.astype(float), high.astype(float))
         self.name = f"{self.manifest['name']} {self.manifest['version']}"
         self.registration_passes = int(self.manifest["registration"].get("passes", 1))
         with torch.inference_mode():
@@ -271,8 +273,8 @@ class CalciumScorer:
             ct, centre, *region_bounds(self.region_mm)
         )  # fmt: skip
         cover = {"score_box": box, "coronary_region": region}
-        if self.core_mm is not None:
-            cover["coronary_core"] = fraction_inside(ct, centre, *region_bounds(self.core_mm))
+        if self.core_bounds is not None:
+            cover["coronary_core"] = fraction_inside(ct, centre, *self.core_bounds)
         return cover
 
     def heart_cut(self, ct: sitk.Image, centre: np.ndarray) -> bool:

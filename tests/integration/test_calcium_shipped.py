@@ -235,7 +235,7 @@ def test_coverage_tells_the_coronary_extent_from_the_wider_region(scorer: Calciu
     # A 150 x 150 x 120 mm scan centred on the located heart: the coronary extent of the
     # training phantoms (about 102 x 108 x 95 mm) lies inside, the region around it
     # (152 x 158 x 145 mm, the extent widened by the location error) does not.
-    assert scorer.core_mm is not None
+    assert scorer.core_bounds is not None
     image = sitk.Image([75, 75, 48], sitk.sitkInt16)
     image.SetSpacing((2.0, 2.0, 2.5))
     image.SetOrigin((-74.0, -74.0, -58.75))
