@@ -85,6 +85,8 @@ MIN_BOX_INSIDE = 0.6  # fraction of the score box inside the scan (manifests wit
 # (the coronary extent of the training phantoms widened by the heart's location error), or
 # "coronary_core", that extent alone.
 HEART_CUT_RULE = ("coronary_core", 0.9)
+# 2.3's rule, kept for a manifest that records no coronary extent.
+REGION_CUT_RULE = ("coronary_region", 0.7)
 METHODS = ("exact", "regression")
 
 
@@ -287,9 +289,7 @@ class CalciumScorer:
         cover = self.coverage(ct, centre)
         if self.region_mm is None:
             return cover["score_box"] < MIN_BOX_INSIDE
-        measure, minimum = HEART_CUT_RULE
-        if measure not in cover:
-            measure, minimum = "coronary_region", 0.7
+        measure, minimum = HEART_CUT_RULE if HEART_CUT_RULE[0] in cover else REGION_CUT_RULE
         return cover[measure] < minimum
 
     def score_network(self, ct: sitk.Image, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -243,3 +243,9 @@ def test_coverage_tells_the_coronary_extent_from_the_wider_region(scorer: Calciu
     assert cover["coronary_core"] == 1.0
     assert cover["coronary_region"] < 0.8
     assert cover["score_box"] < cover["coronary_region"]
+    # The shipped rule looks at the extent: this heart is whole. A manifest without the
+    # extent falls back to 2.3's region rule, which calls it cut.
+    assert not scorer.heart_cut(image, np.zeros(3))
+    without_extent = CalciumScorer(device="cpu")
+    without_extent.core_bounds = None
+    assert cover["coronary_region"] < 0.7 and without_extent.heart_cut(image, np.zeros(3))

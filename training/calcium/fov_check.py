@@ -51,6 +51,7 @@ from models.calcium.inference import (
     MIN_BOX_INSIDE,
     MIN_HEART_NCC,
     MIN_NCC,
+    REGION_CUT_RULE,
     WEIGHTS_DIR,
     CalciumScorer,
 )
@@ -235,7 +236,7 @@ def report(cases: list[dict]) -> dict:
     trust = [errors(cases, Rules(measure, inside, h)) for h in (None, *HEART_NCC)]
     old, new = Rules("score_box", MIN_BOX_INSIDE, None), Rules(measure, inside, heart)
     if shipped_measure not in measures:  # cases recorded before the measure existed
-        shipped_measure, shipped_inside = "coronary_region", 0.7
+        shipped_measure, shipped_inside = REGION_CUT_RULE
     shipped = Rules(shipped_measure, shipped_inside, MIN_HEART_NCC)
     return {
         "n": len(cases),
