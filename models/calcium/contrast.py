@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from models.calcium.sphere import SPHERE_RADIUS_MM, sphere_box
+
 # DICOM attributes that say contrast was given, as metadata keys on the volume.
 HEADER_TAGS = {"0018|0010": "Contrast/Bolus Agent", "0018|1040": "Contrast/Bolus Route"}
 # Values some scanners write when no contrast was given (compared in upper case).
 NEGATIVE_VALUES = frozenset({"NONE", "NO", "N", "N/A", "NA", "NIL", "-", "0", "NO CONTRAST"})
 
-SPHERE_RADIUS_MM = 40.0
 SMOOTHING_SIGMA_MM = 1.5
 WINDOW_HU = (0.0, 1000.0)
 PERCENTILE = 75.0
@@ -97,30 +98,15 @@ def header_evidence(ct: sitk.Image) -> list[str]:
 def blood_pool_hu(ct: sitk.Image, heart_centre_mm: Sequence[float]) -> float | None:
     """The blood-pool statistic (see the module docstring) around the heart centre; None when
     the sphere holds under MIN_MEASURED_ML of soft tissue (it is off the heart or the scan)."""
-    size = np.asarray(ct.GetSize())
-    spacing = np.asarray(ct.GetSpacing())
-    centre = np.asarray(
-        ct.TransformPhysicalPointToContinuousIndex([float(v) for v in heart_centre_mm])
-    )
-    # The sphere's bounding box in index space; the direction matrix is a rotation, so
-    # radius / spacing voxels along each index axis cover the sphere.
-    reach = SPHERE_RADIUS_MM / spacing
-    low = np.maximum(np.floor(centre - reach).astype(int), 0)
-    high = np.minimum(np.ceil(centre + reach).astype(int) + 1, size)
-    if np.any(high - low < 4):  # off the scan, or too thin a slab to smooth and measure
+    sphere = sphere_box(ct, heart_centre_mm, SPHERE_RADIUS_MM)
+    if sphere is None:
         return None
-    box = ct[int(low[0]) : int(high[0]), int(low[1]) : int(high[1]), int(low[2]) : int(high[2])]
-    box = sitk.SmoothingRecursiveGaussian(sitk.Cast(box, sitk.sitkFloat32), SMOOTHING_SIGMA_MM)
-    hu = sitk.GetArrayViewFromImage(box)  # (z, y, x)
-    offsets = [
-        (np.arange(lo, hi) - c) * s for lo, hi, c, s in zip(low, high, centre, spacing, strict=True)
-    ]
-    dx, dy, dz = offsets
-    inside = dz[:, None, None] ** 2 + dy[None, :, None] ** 2 + dx[None, None, :] ** 2
-    inside = inside <= SPHERE_RADIUS_MM**2
-    values = hu[inside]
+    box = sitk.SmoothingRecursiveGaussian(
+        sitk.Cast(sphere.image, sitk.sitkFloat32), SMOOTHING_SIGMA_MM
+    )
+    values = sitk.GetArrayViewFromImage(box)[sphere.inside]  # (z, y, x) inside the sphere
     values = values[(values >= WINDOW_HU[0]) & (values <= WINDOW_HU[1])]
-    if values.size * float(np.prod(spacing)) < MIN_MEASURED_ML * 1000.0:
+    if values.size * sphere.voxel_ml < MIN_MEASURED_ML:
         return None
     return float(np.percentile(values, PERCENTILE))
 

@@ -27,6 +27,8 @@ for it, or the transform is at its limits), and
 `heart_outside_field_of_view` (under 70 % of the coronary region around the located heart lies
 inside the scan: the heart is cut; a dedicated cardiac reconstruction, which leaves much of the
 larger score box outside, is not flagged).
+`excess_image_noise` (noise.py: the image noise around the located heart is above 35 HU, as
+in a lung or bone kernel; the Agatston threshold assumes a standard kernel's noise).
 A contrast-enhanced series (contrast.py: header or blood pool around the located heart) is not
 scored: the result has the flag `contrast_enhanced` and no score.
 """
@@ -55,6 +57,7 @@ from models.calcium.exact import (
     nothing_counted,
 )
 from models.calcium.heart_search import HeartSearch
+from models.calcium.noise import EXCESS_NOISE_FLAG, assess_noise
 from models.calcium.preprocess import (
     REG_SIZE,
     REG_SPACING_MM,
@@ -220,11 +223,14 @@ class CalciumScorer:
             flags.append("registration_failure")
         if self.heart_cut(ct, centre):
             flags.append("heart_outside_field_of_view")
+        noise = assess_noise(ct, centre)
+        if noise.excessive:
+            flags.append(EXCESS_NOISE_FLAG)
         contrast = assess_contrast(ct, centre)
         if contrast.enhanced:  # Agatston is not defined on contrast-enhanced CT: no score
             return CalciumResult.not_scored(
                 flags, centre, transform, contrast.to_dict(), model=self.name, method=self.method,
-                seconds=time.perf_counter() - start, device=str(self.device),
+                seconds=time.perf_counter() - start, device=str(self.device), noise=noise.to_dict(),
             )  # fmt: skip
 
         map_grid, presence = self.score_network(ct, centre)
@@ -259,6 +265,7 @@ class CalciumScorer:
             model=self.name,
             outside_region_au=max(outside, 0.0),
             contrast=contrast.to_dict(),
+            noise=noise.to_dict(),
             method=self.method,
             volume_mm3_total=volume,
             volume_mm3_per_artery=volume_per_artery,

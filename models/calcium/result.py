@@ -23,16 +23,19 @@ import SimpleITK as sitk
 from models.agatston import CATEGORY_NAMES
 
 CONTRAST_FLAG = "contrast_enhanced"
+EXCESS_NOISE_FLAG = "excess_image_noise"  # models.calcium.noise: too noisy for 130 HU
 # Flags under which the score cannot be trusted: the located heart is not the heart
 # (registration_failure), the heart is cut by the scan's edges (heart_outside_field_of_view
 # from the registration, heart_not_in_field_of_view from the organ segmentation's heart check,
-# node.pipelines.organs.HEART_FLAG), or the series is contrast-enhanced. `too_few_slices` is
-# not among them: a short scan that still holds the heart is scored as it is.
+# node.pipelines.organs.HEART_FLAG), the series is contrast-enhanced, or its image noise is
+# above what the Agatston threshold tolerates (excess_image_noise: a lung or bone kernel).
+# `too_few_slices` is not among them: a short scan that still holds the heart is scored as it is.
 UNTRUSTED_FLAGS = (
     "registration_failure",
     "heart_outside_field_of_view",
     "heart_not_in_field_of_view",
     CONTRAST_FLAG,
+    EXCESS_NOISE_FLAG,
 )
 INDETERMINATE = "indeterminate"
 
@@ -65,6 +68,8 @@ class CalciumResult:
     regression_per_artery: dict[str, float] = field(default_factory=dict)
     # The contrast assessment (models.calcium.contrast.ContrastAssessment.to_dict()).
     contrast: dict | None = None
+    # The image noise assessment (models.calcium.noise.NoiseAssessment.to_dict()).
+    noise: dict | None = None
 
     @classmethod
     def not_scored(
@@ -132,6 +137,7 @@ class CalciumResult:
             "flags": list(self.flags),
             "untrusted_flags": self.untrusted_flags,
             "contrast": self.contrast,
+            "noise": self.noise,
             "heart_centre_mm": [round(v, 1) for v in self.heart_centre_mm],
             "registration": self.transform,
             "outside_region_au": round(self.outside_region_au, 2),

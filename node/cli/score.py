@@ -98,6 +98,13 @@ def score(
                 f"(enhanced above {contrast['threshold_hu']:g} HU); evidence: {evidence}"
             ),
         )
+    noise = report["noise"] or {}
+    if noise:
+        measured = "not measurable" if noise["sd_hu"] is None else f"{noise['sd_hu']:.1f} HU"
+        table.add_row(
+            "image noise",
+            plain(f"{measured} around the heart (not trusted above {noise['limit_hu']:g} HU)"),
+        )
     if report["method"] != "regression" and report["regression_total"] is not None:
         table.add_row(
             "method", f"{report['method']} (direct regression: {report['regression_total']:.1f})"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pydicom
 import SimpleITK as sitk
 
+from models.calcium.result import EXCESS_NOISE_FLAG
 from node.config import Settings
 from node.jobs import OutputFile
 from node.pipelines.heart_check import SegmenterCache, heart_flags_and_reason, source_key
@@ -103,9 +104,11 @@ def score_summary(result: CalciumResult) -> str:
         measured = "" if blood is None else f", blood pool {blood:.0f} HU"
         return f"not scorable: contrast-enhanced{measured}; category indeterminate; flags {flags}"
     if result.indeterminate:
+        noise = (result.noise or {}).get("sd_hu") if EXCESS_NOISE_FLAG in result.flags else None
+        measured = "" if noise is None else f", image noise {noise:.0f} HU"
         return (
             f"Agatston {result.agatston_total:.1f} NOT VALID (measured; untrusted: "
-            f"{', '.join(result.untrusted_flags)}), category indeterminate, CAC-DRS "
+            f"{', '.join(result.untrusted_flags)}{measured}), category indeterminate, CAC-DRS "
             f"indeterminate; flags {flags}"
         )
     return (
