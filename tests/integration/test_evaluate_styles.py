@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from models.agatston import risk_category
 from training.calcium import evaluate_styles
-from training.calcium.evaluate_styles import scored_methods, summarise, supports_method
+from training.calcium.evaluate_styles import OUTSIDE, scored_methods, summarise, supports_method
 
 
 def test_both_styles_fov_contrast_and_real_controls_are_reported(weights: Path, tmp_path) -> None:
@@ -65,6 +66,31 @@ def test_untrusted_results_are_indeterminate_and_left_out_of_the_agreement() -> 
     assert entry["indeterminate"] == 1 and entry["summary"]["n"] == 3
     assert entry["summary"]["category_accuracy"] == 1.0
     assert entry["flag_counts"] == {"heart_outside_field_of_view": 1}
+
+
+def test_a_measured_category_under_an_untrusted_flag_is_not_shown() -> None:
+    """Rows keep the measured category of an untrusted result (as CalciumResult does); the
+    report judges them by their flags: indeterminate, out of the agreement, and a crop shown
+    indeterminate does not agree with its full scan."""
+
+    def row(name, truth, total, flags=()):
+        score = {"total": total, "per_artery": {"LAD": total, "LCX": 0.0, "RCA": 0.0},
+                 "category": risk_category(total), "flags": list(flags)}  # fmt: skip
+        return {"set": name, "index": int(truth), "truth": truth,
+                "truth_per_artery": {"LAD": truth, "LCX": 0.0, "RCA": 0.0},
+                "scores": {"exact": score}}  # fmt: skip
+
+    noisy = ["excess_image_noise"]
+    rows = [row("alt", 0, 0), row("alt", 50, 48), row("alt", 500, 450), row("alt", 7, 300, noisy),
+            row("fov_crop", 0, 0), row("fov_crop", 50, 48, [OUTSIDE]), row("fov_crop", 500, 450),
+            row("fov_crop", 7, 300, noisy)]  # fmt: skip
+    report = summarise(rows, ["exact"])
+    entry = report["alt"]["exact"]
+    assert entry["indeterminate"] == 1 and entry["summary"]["n"] == 3
+    assert entry["summary"]["category_accuracy"] == 1.0
+    fov = report["fov_agreement"]["exact"]
+    assert fov["n"] == 3 and fov["full_scan_indeterminate"] == 1
+    assert fov["same_category_as_full_scan"] == 2 / 3  # the flagged crop does not agree
 
 
 def test_a_scorer_without_methods_is_reported_as_the_direct_regression() -> None:

@@ -23,8 +23,10 @@ Methods: the scorer may take `method` ("exact": the definition on candidate voxe
 the network; "regression": paper A's direct regression) and give `regression_total` /
 `regression_per_artery` / `volume_mm3_total` beside the exact result. A scorer without them
 (main before that change) is today's direct regression: its results are reported as
-"regression" only. A result whose `category` is None (untrusted) counts as indeterminate,
-apart from the agreement figures, which are on the determinate cases.
+"regression" only. A result the node shows as indeterminate (not scored, or a flag that makes
+it untrusted, such as `excess_image_noise` or `heart_outside_field_of_view`: shown_category)
+counts as indeterminate, apart from the agreement figures, which are on the determinate cases;
+crops agree with their full scan only where both show the same category.
 
 Each scored case is appended to OUT/cases.jsonl as it completes; `--report-only` rebuilds the
 report from that file (e.g. after a run cut short). Writes OUT/styles.json and OUT/styles.md.
@@ -44,6 +46,7 @@ from pathlib import Path
 
 from models.agatston import CATEGORY_NAMES, risk_category
 from models.calcium.inference import WEIGHTS_DIR, CalciumScorer
+from models.calcium.result import UNTRUSTED_FLAGS
 from node.volume import read_ct
 from training.calcium import metrics
 
@@ -85,7 +88,7 @@ def _row(result, total, per_artery) -> dict:
     return {
         "total": None if total is None else float(total),
         "per_artery": None if per_artery is None else {a: float(v) for a, v in per_artery.items()},
-        # None: the scorer gave no trusted category (indeterminate), whatever the number.
+        # What the total falls into; None: not scored. Whether it may be shown: shown_category.
         "category": None if category is None or total is None else risk_category(float(total)),
         "flags": list(result.flags),
         "volume_mm3": getattr(result, "volume_mm3_total", None),
@@ -194,6 +197,16 @@ def score_real(root: Path) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
+def shown_category(score: dict) -> int | None:
+    """The category the node shows for a scored row: None (indeterminate) when the volume was
+    not scored or a flag makes the result untrusted (models.calcium.result.UNTRUSTED_FLAGS),
+    whatever the measured number; read from the flags, so rows of earlier runs are judged
+    the same way."""
+    if score["category"] is None or any(flag in UNTRUSTED_FLAGS for flag in score["flags"]):
+        return None
+    return score["category"]
+
+
 def _contrast_flagged(row: dict, method: str) -> bool:
     if "refused" in row:
         return True
@@ -211,7 +224,7 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
         report[name] = {}
         for method in methods:
             scored = [r for r in subset if "scores" in r and method in r["scores"]]
-            determinate = [r for r in scored if r["scores"][method]["category"] is not None]
+            determinate = [r for r in scored if shown_category(r["scores"][method]) is not None]
             flags: dict[str, int] = {}
             for r in scored:
                 for flag in r["scores"][method]["flags"]:
@@ -252,17 +265,23 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
 
 
 def fov_agreement(rows: list[dict], method: str) -> dict:
-    """Crop vs full scan of the same alt case."""
+    """Crop vs full scan of the same alt case, as the node shows them: an indeterminate crop
+    never agrees; pairs whose full scan is indeterminate are counted apart (there is no
+    category to keep)."""
     full = {r["index"]: r for r in rows if r["set"] == "alt" and "scores" in r}
     pairs = [(full[r["index"]], r) for r in rows
              if r["set"] == "fov_crop" and "scores" in r and r["index"] in full]  # fmt: skip
     if not pairs:
         return {"n": 0}
+    full_indeterminate = [p for p in pairs if shown_category(p[0]["scores"][method]) is None]
+    pairs = [p for p in pairs if shown_category(p[0]["scores"][method]) is not None]
+    if not pairs:
+        return {"n": 0, "full_scan_indeterminate": len(full_indeterminate)}
     same_as_full, same_as_truth, outside_crop, outside_full, lost = 0, 0, 0, 0, 0
     for whole, crop in pairs:
         w, c = whole["scores"][method], crop["scores"][method]
-        same_as_full += c["category"] == w["category"]
-        same_as_truth += c["category"] == risk_category(whole["truth"])
+        same_as_full += shown_category(c) == shown_category(w)
+        same_as_truth += shown_category(c) == risk_category(whole["truth"])
         outside_crop += OUTSIDE in c["flags"]
         outside_full += OUTSIDE in w["flags"]
         lost += abs(crop["truth"] - whole["truth"]) > 1e-6
@@ -274,6 +293,7 @@ def fov_agreement(rows: list[dict], method: str) -> dict:
         "heart_outside_flag_on_crop": outside_crop,
         "heart_outside_flag_on_full": outside_full,
         "crops_whose_truth_differs": lost,
+        "full_scan_indeterminate": len(full_indeterminate),
     }
 
 
@@ -310,8 +330,10 @@ def markdown(report: dict, real: list[dict], methods: list[str], header: str) ->
             )
     for method, fov in report.get("fov_agreement", {}).items():
         if fov.get("n"):
-            lines += ["", f"Cardiac FOV crops ({method}, n={fov['n']}): category equal to the full "
-                      f"scan's {100 * fov['same_category_as_full_scan']:.1f} %, to the full scan's "
+            lines += ["", f"Cardiac FOV crops ({method}, n={fov['n']} whose full scan has a "
+                      f"category; {fov.get('full_scan_indeterminate', 0)} more indeterminate): "
+                      f"shown category equal to the full scan's "
+                      f"{100 * fov['same_category_as_full_scan']:.1f} %, to the full scan's "
                       f"truth {100 * fov['same_category_as_full_truth']:.1f} %; "
                       f"`{OUTSIDE}` on {fov['heart_outside_flag_on_crop']} crops "
                       f"({fov['heart_outside_flag_on_full']} full scans)."]  # fmt: skip
@@ -327,9 +349,8 @@ def markdown(report: dict, real: list[dict], methods: list[str], header: str) ->
                              f"{row['refused'][:80]} | - | - |")  # fmt: skip
                 continue
             for method, s in row["scores"].items():
-                category = (
-                    "indeterminate" if s["category"] is None else CATEGORY_NAMES[s["category"]]
-                )
+                shown = shown_category(s)
+                category = "indeterminate" if shown is None else CATEGORY_NAMES[shown]
                 lines.append(f"| {row['series']} | {row['expected']} | {method} | "
                              f"{_f(s['total'], 1)} | {category} | {', '.join(s['flags']) or 'none'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
