@@ -61,3 +61,23 @@ def test_real_lung_kernel_is_flagged_and_soft_kernel_is_not(scorer) -> None:
     assert EXCESS_NOISE_FLAG in report["untrusted_flags"]
     summary = score_summary(lung)
     assert "NOT VALID" in summary and f"image noise {lung.noise['sd_hu']:.0f} HU" in summary
+
+
+def test_ctnode_score_shows_the_noise_and_no_category(weights: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    path = str(require_real_data("lung_pet_ct_dx_A0001", "series_lung_kernel"))
+    runner = CliRunner()
+    as_json = runner.invoke(app, ["score", path, "--json", "--weights", str(weights)])
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.output)
+    assert report["noise"]["excessive"] and report["noise"]["sd_hu"] > NOISE_LIMIT_HU
+    assert report["category"] is None and EXCESS_NOISE_FLAG in report["untrusted_flags"]
+    text = runner.invoke(app, ["score", path, "--weights", str(weights)])
+    assert text.exit_code == 0, text.output
+    assert f"NOT VALID ({EXCESS_NOISE_FLAG})" in text.output
+    assert f"{report['noise']['sd_hu']:.1f} HU around the heart" in text.output
