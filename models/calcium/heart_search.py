@@ -9,7 +9,7 @@ put the heart where it never learned to look.
 
 This step optimises the same kind of objective directly for the one scan, as instance
 optimisation after a learned registration does: in the atlas frame (the scan resampled through
-the network's affine), every translation on the 5 mm grid within +-40 mm is tried and the one
+the network's affine), every translation on the 5 mm grid within its radius is tried and the one
 whose image best matches the atlas around its heart (normalised cross-correlation weighted by
 the atlas heart probability dilated by 10 mm, nothing outside it) wins; a parabola through the
 neighbours of the best shift gives the sub-voxel part. The correlations for all shifts are
@@ -17,11 +17,14 @@ three 3-D convolutions of the scan region with the weighted template, a few tens
 milliseconds on a CPU. No training and no labels: the atlas is the one shipped with the
 weights.
 
-Off in the shipped model (manifest `registration.heart_search`): it cut the heart-centre
-error on unseen phantoms from 25 to 8 mm (training/calcium/results/heart_search.json), but the
-score network, trained on crops displaced by up to +-21 mm, scored the 200 held-out phantoms
-no better with it (weighted kappa 0.903 against 0.926; training/calcium/results/README.md).
-`python -m training.calcium.evaluate --heart-search` repeats that comparison for a new model.
+On in the shipped models since 2.0 (manifest `registration.heart_search`): with version 1.0's
+registration it cut the heart-centre error on unseen phantoms from 25 to 8 mm
+(training/calcium/results/heart_search.json). The range is the manifest's
+`registration.heart_search_radius_mm` (+-40 mm where a manifest has no such key, as the shipped
+2.4's has not). On phantoms with a pericardial fat pad the +-40 mm search can jump 25-40 mm
+towards the feet onto a false match; a registration that is closer on its own can use a
+narrower search (the 2.6 candidate: +-15 mm, training/calcium/results/
+registration_2.6_not_shipped/).
 """
 
 from __future__ import annotations
@@ -39,13 +42,20 @@ MIN_WEIGHT = 0.02  # atlas voxels with less heart weight than this are left out 
 class HeartSearch:
     """Translation search around the atlas heart; build once per atlas, call per scan."""
 
-    def __init__(self, atlas: np.ndarray, atlas_heart: np.ndarray, device: torch.device) -> None:
+    def __init__(
+        self,
+        atlas: np.ndarray,
+        atlas_heart: np.ndarray,
+        device: torch.device,
+        radius_vox: int = SEARCH_RADIUS_VOX,
+    ) -> None:
         """atlas: the atlas volume (z, y, x) in network units (HU / 1000, clamped to +-1);
-        atlas_heart: its heart probability (0-1) on the same grid."""
+        atlas_heart: its heart probability (0-1) on the same grid; radius_vox: the largest
+        shift tried per axis, in 5 mm voxels."""
         weight = near_heart(atlas_heart)
         weight[weight < MIN_WEIGHT] = 0.0
         inside = np.argwhere(weight > 0)
-        r = SEARCH_RADIUS_VOX
+        self.radius = r = int(radius_vox)
         # Keep the template box (and the room the search needs around it) inside the grid.
         self.low = np.maximum(inside.min(axis=0), r)
         self.high = np.minimum(inside.max(axis=0) + 1, np.asarray(atlas.shape) - r)
@@ -64,7 +74,7 @@ class HeartSearch:
 
         Returns the shift (x, y, z, in voxels of the grid, sub-voxel) that moves the atlas heart
         onto the scan's, and the weighted correlation there."""
-        r = SEARCH_RADIUS_VOX
+        r = self.radius
         region = aligned[
             :, :, self.low[0] - r : self.high[0] + r,
             self.low[1] - r : self.high[1] + r,

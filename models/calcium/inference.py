@@ -56,7 +56,7 @@ from models.calcium.exact import (
     exact_score,
     nothing_counted,
 )
-from models.calcium.heart_search import HeartSearch
+from models.calcium.heart_search import SEARCH_RADIUS_VOX, HeartSearch
 from models.calcium.noise import EXCESS_NOISE_FLAG, assess_noise
 from models.calcium.preprocess import (
     REG_SIZE,
@@ -132,10 +132,15 @@ class CalciumScorer:
         with np.load(weights_dir / files["atlas"]) as atlas:
             volume = torch.from_numpy(atlas["volume"].astype(np.float32))
             if heart_search:  # the atlas heart probability is only needed for the search
+                # The manifest's radius; manifests before it searched +-40 mm.
+                radius_mm = self.manifest["registration"].get(
+                    "heart_search_radius_mm", SEARCH_RADIUS_VOX * REG_SPACING_MM
+                )
                 self.heart_search = HeartSearch(
                     nets.registration_scale(volume).numpy(),
                     atlas["heart"].astype(np.float32),
                     self.device,
+                    radius_vox=round(radius_mm / REG_SPACING_MM),
                 )
         self.atlas = nets.registration_input(volume[None, None]).to(self.device)
         self.registration = nets.RegistrationNet(width=self.manifest["registration"]["width"])

@@ -422,6 +422,51 @@ def test_a_new_score_run_ships_beside_the_installed_registration(
     assert not (tmp_path / "empty").exists()  # refused before anything was written
 
 
+def test_a_continued_registration_keeps_its_atlas_and_ships_beside_the_installed_score(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """train_registration --init --atlas --heart-weight continues a registration in the same
+    atlas frame; ship without --score replaces it and keeps the score network and all its
+    manifest records (threshold, region, method)."""
+    reg = tiny_models.parent / "reg"
+    run = tmp_path / "reg2"
+    args = ["--data", str(tiny_models.parent / "data"), "--out", str(run), "--iterations", "2"]
+    more = ["--init", str(reg / "registration.pt"), "--atlas", str(reg / "atlas.npz")]
+    assert train_registration.main([*args, *more, "--heart-weight", "0.5", "--batch", "2"]) == 0
+    with np.load(reg / "atlas.npz") as old, np.load(run / "atlas.npz") as new:
+        np.testing.assert_array_equal(old["volume"], new["volume"])
+        np.testing.assert_array_equal(old["heart"], new["heart"])
+    record = json.loads((run / "registration_metrics.json").read_text())
+    assert record["heart_weight"] == 0.5 and record["init"].endswith("registration.pt")
+    first = torch.load(reg / "registration.pt", weights_only=True)
+    second = torch.load(run / "registration.pt", weights_only=True)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # it trained
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models, weights)
+    before = json.loads((weights / "calcium_manifest.json").read_text())
+    ship_args = ["--registration", str(run), "--weights", str(weights), "--heart-search"]
+    assert ship.main([*ship_args, "--heart-search-radius", "15", "--version", "1.2"]) == 0
+    after = json.loads((weights / "calcium_manifest.json").read_text())
+    assert after["score"] == before["score"]
+    assert after["registration"]["heart_weight"] == 0.5 and after["registration"]["heart_search"]
+    assert after["sha256"]["calcium_score.pt"] == before["sha256"]["calcium_score.pt"]
+    assert after["sha256"]["calcium_atlas.npz"] == before["sha256"]["calcium_atlas.npz"]
+    assert after["sha256"]["calcium_registration.pt"] != before["sha256"]["calcium_registration.pt"]
+    scorer = CalciumScorer(weights, device="cpu")  # the new manifest's hashes match the files
+    assert scorer.heart_search.radius == 3  # 15 mm on the 5 mm grid
+    card = (weights / "calcium_registration.md").read_text()
+    assert "0.5 x a Huber loss" in card and "+-15 mm per axis" in card
+    with pytest.raises(SystemExit):  # neither network given
+        ship.main(["--weights", str(weights)])
+
+
+def test_heart_loss_is_quadratic_within_a_centimetre_and_linear_beyond() -> None:
+    errors = torch.tensor([0.0, 5.0, 10.0, 30.0])
+    loss = train_registration.heart_loss(errors)
+    np.testing.assert_allclose(loss.numpy(), [0.0, 0.125, 0.5, 2.5], rtol=1e-6)
+
+
 def test_coronary_region_is_chosen_shipped_and_limits_what_counts(
     tiny_models: Path, tmp_path: Path
 ) -> None:

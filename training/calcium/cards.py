@@ -372,6 +372,26 @@ def score_design(score: dict) -> str:
     )
 
 
+def _heart_term(reg: dict) -> str:
+    weight = reg.get("heart_weight", 0.0)
+    if not weight:
+        return "; without labels."
+    return (
+        f", plus {weight:g} x a Huber loss (1 cm scale) of the heart-centre error against the "
+        "phantoms' known heart centres (train_registration --heart-weight; a weak supervision)."
+    )
+
+
+def _search_note(reg: dict) -> str:
+    if not reg.get("heart_search"):
+        return ""
+    radius = reg.get("heart_search_radius_mm", 40)
+    return (
+        f" At inference the heart search (models/calcium/heart_search.py) refines the heart "
+        f"centre by up to +-{radius:g} mm per axis."
+    )
+
+
 def write_cards(weights: Path) -> None:
     m = json.loads((weights / MANIFEST).read_text())
     reg, score = m["registration"], m["score"]
@@ -389,9 +409,10 @@ Affine registration (translation, rotation, anisotropic scale) of a whole chest 
 network, to a phantom atlas (the mean of the training
 phantoms, heart-centred), following the DLIR/AIRNet design: shared trunk of 3x3x3 convolutions
 (width {reg["width"]}) with ELU and average pooling, two dense layers of 64, separate heads.
-Trained without labels: maximise the normalised cross-correlation with the atlas, weighted
+Trained to maximise the normalised cross-correlation with the atlas, weighted
 towards the atlas heart, on phantoms perturbed by random affines (translation +-40 mm,
-rotation +-15 deg, scale +-15 %). Its job in ctnode: put the heart in the score network's box.
+rotation +-15 deg, scale +-15 %){_heart_term(reg)} Its job in ctnode: put the heart in the score
+network's box.{_search_note(reg)}
 
 {shared}
 ## Training
@@ -399,7 +420,9 @@ rotation +-15 deg, scale +-15 %). Its job in ctnode: put the heart in the score 
 {
         _table(
             [
-                ("iterations", reg["iterations"]),
+                ("iterations run", reg.get("iterations_run", reg["iterations"])),
+                ("initialised from", reg.get("init") or "random"),
+                ("heart-centre term weight", reg.get("heart_weight", 0.0)),
                 ("batch", reg["batch"]),
                 ("learning rate (one-cycle)", f"{reg['lr']:g}"),
                 ("seed", reg["seed"]),

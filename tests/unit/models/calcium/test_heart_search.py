@@ -66,3 +66,31 @@ def test_search_stays_within_its_radius() -> None:
     search = HeartSearch(atlas, atlas_heart, torch.device("cpu"))
     found, _ = search(torch.from_numpy(scan)[None, None])
     assert found[0] == SEARCH_RADIUS_VOX  # the edge of the range, no extrapolation
+
+
+def test_a_narrower_search_finds_a_near_shift_and_stops_at_its_own_radius() -> None:
+    atlas, atlas_heart = chest()
+    search = HeartSearch(atlas, atlas_heart, torch.device("cpu"), radius_vox=3)
+    near = ndimage.shift(atlas, (0.0, 0.0, 2.0), order=1, mode="nearest")
+    found, _ = search(torch.from_numpy(near)[None, None])
+    assert abs(found[0] - 2.0) < 0.5 and np.abs(found[1:]).max() < 0.5
+    far = ndimage.shift(atlas, (0.0, 0.0, 6.0), order=1, mode="nearest")
+    found, _ = search(torch.from_numpy(far)[None, None])
+    assert found[0] == 3  # a structure farther away than the radius is not reached
+
+
+def test_the_scorer_takes_the_search_radius_from_the_manifest(tmp_path) -> None:
+    import json
+    import shutil
+
+    from models.calcium.inference import WEIGHTS_DIR, CalciumScorer
+
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, weights)
+    manifest = json.loads((weights / "calcium_manifest.json").read_text())
+    manifest["registration"].update(heart_search=True, heart_search_radius_mm=15)
+    (weights / "calcium_manifest.json").write_text(json.dumps(manifest))
+    assert CalciumScorer(weights, device="cpu").heart_search.radius == 3
+    del manifest["registration"]["heart_search_radius_mm"]  # an older manifest: +-40 mm
+    (weights / "calcium_manifest.json").write_text(json.dumps(manifest))
+    assert CalciumScorer(weights, device="cpu").heart_search.radius == SEARCH_RADIUS_VOX
