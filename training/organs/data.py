@@ -1,6 +1,7 @@
 """Phantom data for the organ U-Net: generation, resampling to the model grid, sparse sources.
 
 python -m training.organs.data --out DIR [--split train validation test downstream] [--limit N]
+                               [--generator 2|3|4]
 
 Each phantom is `models.phantoms.case.generate_case(seed, options=CaseOptions(matrix=128))`
 (about 3 x 3 x 1 mm, 1 s per case on one core), resampled to `SPACING_MM` (image: linear, labels:
@@ -19,6 +20,10 @@ Seed ranges (disjoint from each other and from the calcium work, which uses 1001
 train 20000-20031 (the base model's 32 phantoms), validation 21000-21003, held-out test
 22000-22005, downstream (transfer-learning training pool) 23000-23019.
 
+`--generator 3` or `4` makes the same seeds with the broad variety of generator version 3 (4:
+with fat around the heart; docs/phantoms.md) instead of version 2's: other phantoms, so write
+them to another folder.
+
 Sparse sources mirror the paper's partially annotated datasets: phantom i of the training split
 belongs to source i % 4, and only that source's structures count as annotated.
 """
@@ -26,6 +31,7 @@ belongs to source i % 4, and only that source's structures count as annotated.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +98,11 @@ def resample(
     return np.round(img).astype(np.int16), lab.astype(np.uint8)
 
 
-def make_volume(seed: int, matrix: int = MATRIX) -> Volume:
+def make_volume(seed: int, matrix: int = MATRIX, generator: int = 2) -> Volume:
     from models.phantoms.case import CaseOptions, generate_case
+    from models.phantoms.variety import variety_for
 
-    case = generate_case(seed, options=CaseOptions(matrix=matrix))
+    case = generate_case(seed, options=CaseOptions(matrix=matrix, variety=variety_for(generator)))
     image, labels = resample(case.image, case.labels, case.spacing_zyx)
     return Volume(seed, image, labels, SPACING_MM)
 
@@ -124,17 +131,45 @@ def load_split(data: Path, split: str, limit: int | None = None) -> list[Volume]
     return [load_volume(Path(data) / split / f"{seed}.npz") for seed in seeds]
 
 
+DATASET_FILE = "dataset.json"
+
+
+def record_dataset(out: Path, generator: int, matrix: int) -> None:
+    """Write (or check) the folder's record of how its phantoms were made."""
+    path = out / DATASET_FILE
+    record = {"generator": generator, "matrix": matrix}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != record:
+            raise SystemExit(f"{out} holds phantoms made with {stored}, not {record}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record) + "\n")
+
+
+def dataset_generator(data: Path) -> int:
+    """The generator version of a data folder (2 for a folder from before the record)."""
+    path = Path(data) / DATASET_FILE
+    return int(json.loads(path.read_text())["generator"]) if path.exists() else 2
+
+
 def generate(
-    out: Path, splits: list[str], limit: int | None = None, matrix: int = MATRIX
+    out: Path,
+    splits: list[str],
+    limit: int | None = None,
+    matrix: int = MATRIX,
+    generator: int = 2,
 ) -> dict[str, float]:
-    """Write every missing phantom of `splits`; returns seconds per split."""
+    """Write every missing phantom of `splits`; returns seconds per split. The folder's
+    `dataset.json` records the generator version (a folder holds one)."""
+    record_dataset(Path(out), generator, matrix)
     seconds: dict[str, float] = {}
     for split in splits:
         start = time.perf_counter()
         for seed in tqdm(list(SPLITS[split])[:limit], desc=split, unit="case"):
             path = Path(out) / split / f"{seed}.npz"
             if not path.exists():
-                save_volume(make_volume(seed, matrix), path)
+                save_volume(make_volume(seed, matrix, generator), path)
         seconds[split] = time.perf_counter() - start
     return seconds
 
@@ -145,11 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--limit", type=int, default=None, help="first N seeds of each split")
     parser.add_argument("--matrix", type=int, default=MATRIX)
+    parser.add_argument(
+        "--generator", type=int, choices=(2, 3, 4), default=2, help="phantom generator version"
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    for split, s in generate(args.out, args.split, args.limit, args.matrix).items():
+    for split, s in generate(args.out, args.split, args.limit, args.matrix, args.generator).items():
         print(f"{split}: {s:.1f} s")
 
 

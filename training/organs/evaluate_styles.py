@@ -2,11 +2,12 @@
 overfit).
 
 python -m training.organs.evaluate_styles [--spec models/weights/organs_base.json]
-    [--n-own 20] [--n-alt 20] [--matrix 128] [--workers 2] [--out DIR]
+    [--n-own 20] [--n-alt 20] [--own-generator 2|3|4] [--matrix 128] [--workers 2] [--out DIR]
 
 own: `models.phantoms` cases (generator version 2, the style the model trained on) of seeds
      22000 on (`training/organs/data.py`: the held-out test split is 22000-22005; the seeds
-     after it are used by nothing else).
+     after it are used by nothing else); `--own-generator 4` makes the same seeds with the broad
+     variety and fat around the heart (the held-out test split of `data --generator 4`).
 alt: `training.phantoms_alt` cases (evaluation only, the plan of seed 2525 that the calcium
      evaluation uses), stored as their DICOM writer stores them (head-first or feet-first).
 Both at `--matrix` (128: about 3 mm pixels, what the organ model's 4 mm grid needs). Each case
@@ -50,12 +51,16 @@ def _init(spec: str) -> None:
     _segmenter = OrganSegmenter(Path(spec), device="cpu")
 
 
-def case_image(style: str, seed: int, category: int, matrix: int) -> tuple[sitk.Image, np.ndarray]:
+def case_image(
+    style: str, seed: int, category: int, matrix: int, generator: int = 2
+) -> tuple[sitk.Image, np.ndarray]:
     """The CT and its labels as a SimpleITK image pair's arrays: (image, labels on its grid)."""
     if style == "own":
         from models.phantoms.case import CaseOptions, generate_case
+        from models.phantoms.variety import variety_for
 
-        case = generate_case(seed, category, CaseOptions(matrix=matrix))
+        options = CaseOptions(matrix=matrix, variety=variety_for(generator))
+        case = generate_case(seed, category, options)
         return case.grid.to_image(case.image), case.labels
     from training.phantoms_alt.case import AltOptions, generate_case
     from training.phantoms_alt.grid import oriented, to_image
@@ -68,7 +73,9 @@ def case_image(style: str, seed: int, category: int, matrix: int) -> tuple[sitk.
 
 
 def _job(job: dict) -> dict:
-    image, truth = case_image(job["style"], job["seed"], job["category"], job["matrix"])
+    image, truth = case_image(
+        job["style"], job["seed"], job["category"], job["matrix"], job.get("generator", 2)
+    )
     start = time.perf_counter()
     result = _segmenter.segment(image)
     seconds = time.perf_counter() - start
@@ -81,9 +88,9 @@ def _job(job: dict) -> dict:
     return {**job, "dice": scores, "seconds": round(seconds, 2)}
 
 
-def plan(n_own: int, n_alt: int, matrix: int) -> list[dict]:
-    jobs = [{"style": "own", "seed": OWN_FIRST_SEED + i, "category": i % 5, "matrix": matrix}
-            for i in range(n_own)]  # fmt: skip
+def plan(n_own: int, n_alt: int, matrix: int, own_generator: int = 2) -> list[dict]:
+    jobs = [{"style": "own", "seed": OWN_FIRST_SEED + i, "category": i % 5, "matrix": matrix,
+             "generator": own_generator} for i in range(n_own)]  # fmt: skip
     if n_alt:
         from training.phantoms_alt.output import plan as alt_plan
 
@@ -139,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, default=SPEC)
     parser.add_argument("--n-own", type=int, default=20)
     parser.add_argument("--n-alt", type=int, default=20)
+    parser.add_argument("--own-generator", type=int, choices=(2, 3, 4), default=2)
     parser.add_argument("--matrix", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "training/organs/results/styles")
     args = parser.parse_args(argv)
 
-    jobs = plan(args.n_own, args.n_alt, args.matrix)
+    jobs = plan(args.n_own, args.n_alt, args.matrix, args.own_generator)
     started = time.time()
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(str(args.spec),)) as pool:
         rows = list(pool.map(_job, jobs))
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "spec": str(args.spec.relative_to(REPO) if args.spec.is_relative_to(REPO) else args.spec),
+        "own_generator": args.own_generator,
         "summary": summary,
         "machine": f"{platform.machine()}, {args.workers} worker(s), CPU",
         "seconds_total": round(time.time() - started, 1),

@@ -29,7 +29,9 @@ from training.organs.common import N_CLASSES, export_state, read_json, write_jso
 from training.organs.data import SOURCES, SPACING_MM, SPARSE_STRUCTURES, SPLITS
 
 NAME = "ctnode-organs-base"
-VERSION = "1.2"  # 1.2: the 1,600-step fully labelled run of 2026-11-29 (1.1: sparse labels)
+# 1.3: 1.2 fine-tuned on generator-4 phantoms (2026-12-05); 1.2: the 1,600-step fully labelled
+# run of 2026-11-29; 1.1: sparse labels
+VERSION = "1.3"
 INPUT_SIDE = 180  # window cube: output 92 voxels = 368 mm at 4 mm, a chest in one or two windows
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,12 +83,34 @@ def _dice_table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(rows)
 
 
+def _data_folder(run: dict) -> str:
+    generator = run.get("data_generator", 2)
+    return "/work/organs/data" if generator == 2 else f"/work/organs/data_g{generator}"
+
+
+def _data_command(run: dict) -> str:
+    generator = run.get("data_generator", 2)
+    return f"python -m training.organs.data --out {_data_folder(run)}" + (
+        "" if generator == 2 else f" --split train validation test --generator {generator}"
+    )
+
+
+def _column(run: dict, steps: int, shipped: bool) -> str:
+    generator = run.get("data_generator", 2)
+    note = "" if generator == 2 else f"; generator-{generator} test phantoms"
+    return f"{run['mode']} labels, {steps:,} steps{' (shipped' + note + ')' if shipped else ''}" + (
+        "" if shipped or not note else f" ({note[2:]})"
+    )
+
+
 def _train_command(run: dict, out: str, init: str | None = None) -> str:
+    threads = run.get("threads", 1)
     return (
-        f"python -m training.organs.train --data /work/organs/data --out {out} "
+        f"python -m training.organs.train --data {_data_folder(run)} --out {out} "
         f"--mode {run['mode']} --iterations {run['iterations']} --width {run['width']} "
         f"--lr {run['lr']} --seed {run['seed']} --patch {' '.join(map(str, run['patch']))}"
         + (f" \\\n    --init {init}" if init else "")
+        + (f" --threads {threads}" if threads > 1 else "")
     )
 
 
@@ -102,24 +126,17 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
     run.json of other runs whose Dice go beside it."""
     sources = "; ".join(f"{k}: {', '.join(s.name.lower() for s in v)}" for k, v in SOURCES.items())
     seeds = ", ".join(f"{k} {r.start}-{r.stop - 1}" for k, r in SPLITS.items())
-    columns = [
-        (
-            f"{run['mode']} labels, {_steps(run, earlier):,} steps (shipped)",
-            run.get("test_dice", {}),
-        )
-    ]
+    columns = [(_column(run, _steps(run, earlier), True), run.get("test_dice", {}))]
     for other in (earlier, *compare):
         if other and "test_dice" in other:
-            columns.append(
-                (f"{other['mode']} labels, {other['iterations']:,} steps", other["test_dice"])
-            )
+            columns.append((_column(other, other["iterations"], False), other["test_dice"]))
     lines = [
         f"# {spec['name']} {spec['version']}: organ U-Net trained on phantoms with {run['mode']} labels",
         "",
         "The published 3D U-Net of Humpire-Mamani et al. (arXiv 2311.05032) at "
         f"width {spec['width']} instead of 32 ({params:,} parameters, {size / 1e6:.2f} MB as "
         "float16), trained by ctnode on synthetic chest CT phantoms (`models/phantoms`) on one "
-        "CPU core. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
+        "CPU. **Not trained on patients; see 'Real CT' below before trusting it on a scan.**",
         "",
         *([note.strip(), ""] if note else []),
         "## Files",
@@ -136,14 +153,33 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
         "## Training data",
         f"- {run['train_phantoms']} phantoms, `generate_case(seed, options=CaseOptions(matrix=128))`"
         " (about 3 x 3 x 1 mm, 150-350 mm of chest), resampled to 4 mm isotropic (image: box "
-        "average then linear; labels: nearest).",
+        "average then linear; labels: nearest)"
+        + (
+            "."
+            if run.get("data_generator", 2) == 2
+            else f"; made by generator version {run['data_generator']} (`data --generator "
+            f"{run['data_generator']}`: the broad variety"
+            + (", with fat around the heart" if run["data_generator"] >= 4 else "")
+            + "; [phantoms.md](../../docs/phantoms.md))."
+            + (
+                f" The run it continued from trained on generator-{earlier.get('data_generator', 2)}"
+                " phantoms of the same seeds."
+                if earlier
+                else ""
+            )
+        ),
         f"- seed ranges: {seeds} (calcium work uses 1001.. and 424242).",
         f"- sparse sources (training phantom i is source i % 4; `--mode sparse`): {sources}. "
         "With `--mode full` every phantom has every structure annotated.",
         "",
         "## Training",
         "```",
-        "python -m training.organs.data --out /work/organs/data",
+        *(
+            [_data_command(earlier)]
+            if earlier and _data_command(earlier) != _data_command(run)
+            else []
+        ),
+        _data_command(run),
         *(
             [_train_command(earlier, "RUN1"), _train_command(run, "RUN", "RUN1/final.pt")]
             if earlier
@@ -175,7 +211,13 @@ def card(spec: dict, run: dict, compare: list[dict], transfer: str | None, real:
             else []
         ),
         f"- {(run['seconds_train'] + (earlier or {}).get('seconds_train', 0)) / 60:.1f} min "
-        "on one CPU thread (shared 2-core machine).",
+        "on the shared 2-core machine"
+        + (
+            f" ({earlier['seconds_train'] / 60:.1f} min on one thread, then "
+            f"{run['seconds_train'] / 60:.1f} min on {run.get('threads', 1)})."
+            if earlier
+            else f" on {run.get('threads', 1)} CPU thread(s)."
+        ),
         "- Loss: marginal cross-entropy (Shi et al., MedIA 2021): a voxel of annotated structure c "
         "gives -log p_c; a voxel the source calls background gives -log(1 - sum of p over the "
         "source's structures) (the unannotated channels are merged into background), plus the "

@@ -55,7 +55,14 @@ from training.organs.common import (
     to_input,
     write_json,
 )
-from training.organs.data import SOURCES, SPARSE_STRUCTURES, Volume, load_split, source_of
+from training.organs.data import (
+    SOURCES,
+    SPARSE_STRUCTURES,
+    Volume,
+    dataset_generator,
+    load_split,
+    source_of,
+)
 
 DEFAULT_PATCH = (108, 116, 116)  # output 20 x 28 x 28 voxels = 80 x 112 x 112 mm at 4 mm
 
@@ -83,6 +90,8 @@ def evaluate(net: UNet3D, volumes: list[Volume], structures=SPARSE_STRUCTURES) -
 
 def train(args: argparse.Namespace) -> dict:
     one_thread()
+    if getattr(args, "threads", 1) > 1:  # a machine the run has to itself
+        torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
@@ -143,6 +152,8 @@ def train(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "seed": args.seed,
         "patch": list(args.patch),
+        "data_generator": dataset_generator(args.data),
+        "threads": torch.get_num_threads(),
         "train_phantoms": len(volumes),
         "train_seeds": [v.seed for v in volumes],
         "sources": {k: [s.name.lower() for s in v] for k, v in SOURCES.items()},
@@ -171,6 +182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patch", type=int, nargs=3, default=DEFAULT_PATCH)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (default 1: the CPU is shared)"
+    )
     parser.add_argument("--train-limit", type=int, default=None, help="first N train phantoms")
     parser.add_argument("--test-limit", type=int, default=None, help="0: no test evaluation")
     parser.add_argument(
