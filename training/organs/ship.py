@@ -96,11 +96,13 @@ def _data_command(run: dict) -> str:
 
 
 def _column(run: dict, steps: int, shipped: bool) -> str:
+    """A Dice-table heading: the run, whether it is shipped, and the test phantoms' generator
+    where it is not version 2 (columns of different generators are not the same phantoms)."""
     generator = run.get("data_generator", 2)
-    note = "" if generator == 2 else f"; generator-{generator} test phantoms"
-    return f"{run['mode']} labels, {steps:,} steps{' (shipped' + note + ')' if shipped else ''}" + (
-        "" if shipped or not note else f" ({note[2:]})"
+    notes = (["shipped"] if shipped else []) + (
+        [f"generator-{generator} test phantoms"] if generator != 2 else []
     )
+    return f"{run['mode']} labels, {steps:,} steps" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _train_command(run: dict, out: str, init: str | None = None) -> str:
