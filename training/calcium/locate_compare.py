@@ -44,20 +44,14 @@ def _init(weights: list[str]) -> None:
     _scorers.extend(CalciumScorer(Path(w), device="cpu", method="exact") for w in weights)
 
 
-def _job(job: tuple[int, int, int, int]) -> dict:
-    from models.phantoms.case import CaseOptions, generate_case
-    from models.phantoms.variety import variety_for
-    from training.calcium.prepare import heart_centre
+def _job(job: tuple[int | str, int, int, int]) -> dict:
+    from training.calcium.where_lost import style_case
 
     generator, index, seed, category = job
     if generator == "alt":
-        from training.calcium.where_lost import _case
-
-        ct, _, truth = _case("alt", seed, category)
+        ct, _, truth = style_case("alt", seed, category)
     else:
-        case = generate_case(seed, category, CaseOptions(variety=variety_for(generator)))
-        ct = case.grid.to_image(case.image)
-        truth = heart_centre(case.patient)
+        ct, _, truth = style_case("own", seed, category, generator)
     row = {"generator": generator, "index": index, "seed": seed, "error_mm": [], "ncc": []}
     for scorer in _scorers:
         centre, _, ncc = scorer.locate_heart(ct)

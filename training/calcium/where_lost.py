@@ -65,13 +65,15 @@ def _init(weights: str) -> None:
     _scorer = CalciumScorer(Path(weights), device="cpu", method="exact")
 
 
-def _case(style: str, seed: int, category: int):
-    """(image, labels as SimpleITK images, true heart centre mm) of one case."""
+def style_case(style: str, seed: int, category: int, generator: int = 2):
+    """(image, labels as SimpleITK images, true heart centre mm) of one case: our generator
+    (`generator`: its version's variety) or the second style ("alt")."""
     if style == "own":
-        from models.phantoms.case import generate_case
+        from models.phantoms.case import CaseOptions, generate_case
+        from models.phantoms.variety import variety_for
         from training.calcium.prepare import heart_centre
 
-        case = generate_case(seed, category)
+        case = generate_case(seed, category, CaseOptions(variety=variety_for(generator)))
         return (case.grid.to_image(case.image), case.grid.to_image(case.labels),
                 heart_centre(case.patient))  # fmt: skip
     from training.phantoms_alt.case import generate_case as generate_alt
@@ -131,7 +133,7 @@ def follow(scorer: CalciumScorer, ct: sitk.Image, labels: sitk.Image) -> tuple[d
 
 def _job(job: tuple[str, int, int, int, float]) -> dict:
     style, index, seed, category, fat_mm = job
-    ct, labels, true_centre = _case(style, seed, category)
+    ct, labels, true_centre = style_case(style, seed, category)
     if fat_mm > 0:
         ct = lung_to_fat(ct, labels, fat_mm, seed)
     split, centre = follow(_scorer, ct, labels)

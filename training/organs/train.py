@@ -44,7 +44,6 @@ from training.organs.common import (
     dice,
     load_training_weights,
     make_net,
-    one_thread,
     postprocess,
     predict_probs,
     sample_centre,
@@ -89,9 +88,8 @@ def evaluate(net: UNet3D, volumes: list[Volume], structures=SPARSE_STRUCTURES) -
 
 
 def train(args: argparse.Namespace) -> dict:
-    one_thread()
-    if getattr(args, "threads", 1) > 1:  # a machine the run has to itself
-        torch.set_num_threads(args.threads)
+    # One thread unless asked (the CPU is shared; --threads N on a machine the run has alone).
+    torch.set_num_threads(getattr(args, "threads", 1))
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
