@@ -617,15 +617,21 @@ def test_exact_threshold_is_chosen_on_its_own_phantoms_and_installed(
     weights = tmp_path / "weights"
     shutil.copytree(tiny_models, weights)
     out = tmp_path / "selection.json"
-    args = ["--n", "2", "--workers", "1", "--weights", str(weights), "--out", str(out)]
-    assert select_exact.main(args) == 0
+    # The plan's two cases made by each of two generator versions: chosen on all four.
+    args = ["--n", "2", "--generator", "2", "4", "--workers", "1", "--weights", str(weights)]
+    assert select_exact.main([*args, "--out", str(out)]) == 0
     manifest = json.loads((weights / "calcium_manifest.json").read_text())
     exact = manifest["score"]["exact"]
     selection = exact["selection"]
     assert [r["presence_threshold"] for r in selection["rows"]] == list(select_exact.THRESHOLDS)
     assert exact["presence_threshold"] == select_exact.choose(selection["rows"])
-    assert selection["validation"].startswith("2 generator-2 phantoms of seed 5252")
-    assert len(json.loads(out.read_text())["cases"]) == 2
+    assert selection["validation"].startswith(
+        "4 phantoms of seed 5252 (case_plan) made by generator versions 2 and 4"
+    )
+    cases = json.loads(out.read_text())["cases"]
+    assert [(c["generator"], c["index"]) for c in cases] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    # The same plan entries, another generator's anatomy and lesions: other truths.
+    assert [c["truth"] for c in cases[:2]] != [c["truth"] for c in cases[2:]]
     assert (
         manifest["sha256"]
         == json.loads((tiny_models / "calcium_manifest.json").read_text())["sha256"]

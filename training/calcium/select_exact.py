@@ -1,7 +1,7 @@
 """Choose the exact method's presence threshold on validation phantoms, and install it.
 
-python -m training.calcium.select_exact [--n 60] [--seed 5252] [--workers 2] [--weights DIR]
-                                        [--no-install] [--out FILE]
+python -m training.calcium.select_exact [--n 60] [--seed 5252] [--generator 2 [4 ...]]
+                                        [--workers 2] [--weights DIR] [--no-install] [--out FILE]
 
 The exact method (models/calcium/exact.py) labels a candidate voxel with the artery of highest
 presence when that presence reaches a threshold, and scores the labelled voxels by the Agatston
@@ -10,7 +10,9 @@ neither training (seed 1001), the soft-presence choice (seed 5151) nor the held-
 (seed 424242) use: by default 60 generator-2 phantoms of seed 5252, balanced over the five
 categories, generated on the fly and scored by the whole pipeline as `ctnode score` runs it
 (registration, heart search, score network) once per phantom; each threshold is then applied to
-the same presence probabilities. Choice: the highest linearly weighted kappa over the five
+the same presence probabilities. `--generator 2 4` makes the same case plan with each generator
+version's variety and chooses on all of them together: a network trained on several versions
+is then chosen for on what it was trained for, not on the narrowest version alone. Choice: the highest linearly weighted kappa over the five
 categories, then the highest ICC, then the threshold nearest 0.5 (a probability's own decision
 point). With install (the default) the choice and its table go into the manifest
 (`score.exact`) and the model cards are written again; the weight files are not touched.
@@ -28,8 +30,9 @@ import numpy as np
 
 from models.calcium.exact import exact_score
 from models.calcium.inference import MANIFEST, WEIGHTS_DIR, CalciumScorer
-from models.phantoms.case import generate_case
+from models.phantoms.case import CaseOptions, generate_case
 from models.phantoms.plan import case_plan
+from models.phantoms.variety import variety_for
 from training.calcium import metrics
 from training.calcium.cards import write_cards
 
@@ -61,11 +64,27 @@ def exact_totals(scorer: CalciumScorer, ct) -> tuple[list[float], float]:
     return totals, float(map_grid.sum())
 
 
-def _score_case(job: tuple[int, int, int]) -> dict:
-    index, seed, category = job
-    case = generate_case(seed, category)
+def _score_case(job: tuple[int, int, int, int]) -> dict:
+    generator, index, seed, category = job
+    case = generate_case(seed, category, CaseOptions(variety=variety_for(generator)))
     totals, regression = exact_totals(_scorer, case.grid.to_image(case.image))
-    return {"index": index, "truth": case.truth.total, "exact": totals, "regression": regression}
+    return {
+        "generator": generator,
+        "index": index,
+        "truth": case.truth.total,
+        "exact": totals,
+        "regression": regression,
+    }
+
+
+def validation_note(n_cases: int, generators: list[int], seed: int) -> str:
+    """What the choice was made on, for the manifest and the card."""
+    versions = " and ".join(str(g) for g in generators)
+    plural = "s" if len(generators) > 1 else ""
+    return (
+        f"{n_cases} phantoms of seed {seed} (case_plan) made by generator version{plural} "
+        f"{versions}, scored by the whole pipeline"
+    )
 
 
 def agreement(truth: np.ndarray, predicted: np.ndarray) -> dict:
@@ -108,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calcium.select_exact")
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--generator",
+        type=int,
+        nargs="+",
+        choices=(2, 3, 4),
+        default=[2],
+        help="generator versions: the same --n cases made by each (default: 2)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument(
@@ -118,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="also write the selection (JSON) here")
     args = parser.parse_args(argv)
-    if args.n < 2:
+    if args.n * len(args.generator) < 2:
         parser.error("ICC needs two or more phantoms")
 
-    jobs = case_plan(args.n, args.seed)
+    jobs = [(g, *case) for g in args.generator for case in case_plan(args.n, args.seed)]
     with ProcessPoolExecutor(
         args.workers, initializer=_init, initargs=(str(args.weights),)
     ) as pool:
@@ -135,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     regression = agreement(truth, np.array([c["regression"] for c in cases]))
     selection = {
         "n_validation": len(cases),
-        "validation": f"{len(cases)} generator-2 phantoms of seed {args.seed} (case_plan), "
-        "scored by the whole pipeline",
+        "validation": validation_note(len(cases), args.generator, args.seed),
+        "generators": args.generator,
         "rows": rows,
         "regression": regression,
         "chosen": choose(rows),
