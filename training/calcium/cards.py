@@ -94,6 +94,22 @@ python -m training.calcium.ship --score runs/score_g4 --version 2.4 --method exa
     --generator 4
 python -m training.calcium.select_exact --n 60 --seed 5252 --workers 2
 python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
+# 9. version 2.7: more generator-4 phantoms (seed 1011, stopped by time after 594 cases), and
+#    2.4's score network fine-tuned on them together with steps 7 and 8's samples for 55
+#    minutes (3,033 steps; 1,772 training, 197 validation, a new split that holds samples
+#    2.4 trained on); the exact threshold chosen on the 60 cases of seed 5252 made by
+#    generator 2 and by generator 4 (120 phantoms: the versions the network is trained for);
+#    registration, heart search and coronary region unchanged; then step 6
+python -m training.calcium.prepare --out data/calcium_g4b --n 800 --seed 1011 --workers 2 \\
+    --generator 4 --max-minutes 30    # 594 cases
+python -m training.calcium.train_score --data data/calcium_g3 data/calcium_g4 data/calcium_g4b \\
+    --out runs/score_g4c --init models/weights/calcium_score.pt --iterations 20000 --batch 4 \\
+    --patch 48 48 48 --seed 1012 --split-seed 1012 --lr 3e-4 --max-minutes 55
+cp runs/score/coronary_region.json runs/score_g4c/
+python -m training.calcium.ship --score runs/score_g4c --version 2.7 --method exact \\
+    --generator 4
+python -m training.calcium.select_exact --n 60 --seed 5252 --generator 2 4 --workers 2
+python -m training.calcium.evaluate --n 200 --seed 424242 --workers 2
 ```
 
 With `--max-minutes` the learning-rate schedule follows the elapsed time, so the number of
