@@ -11,11 +11,12 @@ neither training (seed 1001), the soft-presence choice (seed 5151) nor the held-
 categories, generated on the fly and scored by the whole pipeline as `ctnode score` runs it
 (registration, heart search, score network) once per phantom; each threshold is then applied to
 the same presence probabilities. `--generator 2 4` makes the same case plan with each generator
-version's variety and chooses on all of them together: a network trained on several versions
-is then chosen for on what it was trained for, not on the narrowest version alone. Choice: the highest linearly weighted kappa over the five
-categories, then the highest ICC, then the threshold nearest 0.5 (a probability's own decision
-point). With install (the default) the choice and its table go into the manifest
-(`score.exact`) and the model cards are written again; the weight files are not touched.
+version's variety and chooses on all of them together, so that a network trained on several
+versions gets its threshold from the variety it was trained for, not from the narrowest one.
+Choice: the highest linearly weighted kappa over all the cases' five categories, then the
+highest ICC, then the threshold nearest 0.5 (a probability's own decision point). With
+install (the default) the choice and its table go into the manifest (`score.exact`) and the
+model cards are written again; the weight files are not touched.
 """
 
 from __future__ import annotations
