@@ -21,7 +21,7 @@ On in the shipped models since 2.0 (manifest `registration.heart_search`): with 
 registration it cut the heart-centre error on unseen phantoms from 25 to 8 mm
 (training/calcium/results/heart_search.json). The range is the manifest's
 `registration.heart_search_radius_mm` (+-40 mm where a manifest has no such key, as the shipped
-2.4's has not). On phantoms with a pericardial fat pad the +-40 mm search can jump 25-40 mm
+one, 2.7's, has not). On phantoms with a pericardial fat pad the +-40 mm search can jump 25-40 mm
 towards the feet onto a false match; a registration that is closer on its own can use a
 narrower search (the 2.6 candidate: +-15 mm, training/calcium/results/
 registration_2.6_not_shipped/).
