@@ -382,14 +382,18 @@ def test_a_continued_run_keeps_its_validation_split_by_split_seed(
     train_idx, val_idx = split(3, 0.1, 5)
     assert (record["samples_train"], record["samples_validation"]) == (len(train_idx), len(val_idx))
 
-    # Several folders train together (version 2.4: generator-3 and generator-4 samples).
+    assert record["appearance"] == 0.0  # off unless asked for
+
+    # Several folders train together (version 2.4: generator-3 and generator-4 samples), here
+    # with the appearance augmentation on (version 2.8).
     both = tmp_path / "both"
     args[1:2] = [str(data), str(data)]
     args[args.index("--out") + 1] = str(both)
-    assert train_score.main(args) == 0
+    assert train_score.main([*args, "--appearance", "1.0"]) == 0
     record = json.loads((both / "score_metrics.json").read_text())
     assert record["samples_train"] + record["samples_validation"] == 6
     assert record["data"] == [str(data), str(data)]
+    assert record["appearance"] == 1.0
 
 
 def test_a_new_score_run_ships_beside_the_installed_registration(

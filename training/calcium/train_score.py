@@ -2,7 +2,7 @@
 
 python -m training.calcium.train_score --data DIR [DIR ...] --out DIR [--iterations N] [--seed S]
                                        [--split-seed S] [--init RUN/score.pt]
-                                       [--patch Z Y X] [--max-minutes M]
+                                       [--patch Z Y X] [--max-minutes M] [--appearance P]
 
 Each sample's score box is centred on the phantom's true heart centre and is larger than the
 network's inference crop by +-21 mm in plane and +-20 mm in z. Every step cuts a training crop
@@ -25,6 +25,10 @@ Loss, per sample:
   score directly (its output is the map, its score the map's sum); the placement term tells it
   where the score lies instead of leaving it to find out from totals alone, which makes
   training converge with far fewer samples and makes the map a faithful decision feedback.
+
+With `--appearance P` each training crop's tissue under 130 HU gets a random look with
+probability P (`augment.py`: a monotone HU map and noise; the candidates are never touched), so
+that the decisions rest less on one generator's tissue values (from version 2.8).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from models.agatston import risk_category
 from models.calcium.inference import pick_device
 from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, PRIORS, ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
+from training.calcium import augment
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
 from training.calcium.data import concatenate, load_samples, split
 from training.calcium.prepare import BOX_SIZE_XYZ
@@ -182,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-minutes", type=float, help="stop early after this much training time"
     )
+    parser.add_argument(
+        "--appearance",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="give each training crop's tissue under 130 HU a random look with probability P "
+        "(augment.py; default 0: off, as every run before version 2.8)",
+    )
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     split_seed = args.seed if args.split_seed is None else args.split_seed
     train_idx, val_idx = split(len(samples), 0.1, split_seed)
     rng = np.random.default_rng(args.seed)
+    look_rng = torch.Generator().manual_seed(args.seed)
 
     net = ScoreNet(width=args.width, prior=args.prior)
     if args.init is not None:  # a further stage of training (its command is in the card)
@@ -205,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         net.train()
         offsets = crop_offsets(len(pick), rng, args.patch, jitter=True)
         channels = crops(boxes, pick, offsets, args.patch)
+        if args.appearance > 0:
+            channels = augment.appearance(channels, look_rng, args.appearance)
         density = density_crops(samples.density, pick, offsets, args.patch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             map_, logit, correction, prior = net.forward_factors(channels, acquisition_all[pick])
@@ -263,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     record = run_record(args, device, time.time() - start, len(train_idx), len(val_idx),
                         data=[str(folder) for folder in args.data],
-                        iterations_run=iterations, split_seed=split_seed, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch),
+                        iterations_run=iterations, split_seed=split_seed, init=str(args.init) if args.init else None, prior=args.prior, placement_weight=args.placement_weight, patch_zyx=list(args.patch), appearance=args.appearance,
                         validation=final, history=history)  # fmt: skip
     write_json(args.out / "score_metrics.json", record)
     print(
