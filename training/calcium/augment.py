@@ -3,8 +3,8 @@
 Why: every phantom generator draws tissue with its own values (our fat, blood, myocardium and
 lung have the HU the generator gives them, and its noise its texture), and a network trained on
 one generator learns those values as cues as readily as the anatomy: with the lung next to the
-heart turned into fat, version 2.3 lost half of the LCX and RCA calcium it had found
-(results/README.md, "Fat around the heart"). Randomising the look of the context per training
+heart turned into fat, version 2.3 counted only 44 % of the LCX and 64 % of the RCA calcium it
+had counted before (results/README.md, "Fat around the heart"). Randomising the look of the context per training
 crop while keeping the anatomy is the stacked-transformation recipe for unseen domains (Zhang
 et al., IEEE TMI 2020: brightness, contrast and noise among others).
 
