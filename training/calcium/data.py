@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,14 @@ class Samples:
         )
 
 
-def load_samples(folder: Path, *, with_score_box: bool = True, limit: int | None = None) -> Samples:
+def sample_paths(folder: Path, limit: int | None = None) -> list[Path]:
+    """The finished samples of a folder, in order (the first `limit`)."""
     paths = sorted(Path(folder).glob("sample_*.npz"))
-    paths = [p for p in paths if not p.name.endswith(".tmp.npz")][:limit]
+    return [p for p in paths if not p.name.endswith(".tmp.npz")][:limit]
+
+
+def load_samples(folder: Path, *, with_score_box: bool = True, limit: int | None = None) -> Samples:
+    paths = sample_paths(folder, limit)
     if not paths:
         raise FileNotFoundError(f"no sample_*.npz in {folder}")
     keys = [
@@ -88,19 +93,33 @@ def split(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def concatenate(parts: list[Samples]) -> Samples:
-    """Several folders' samples as one set (in the order given)."""
-    if len(parts) == 1:
-        return parts[0]
-    joined = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    with_boxes = all(p.score_box is not None for p in parts)
-    return Samples(
-        registration=joined("registration"),
-        registration_heart=joined("registration_heart"),
-        heart_offset_mm=joined("heart_offset_mm"),
-        score_box=joined("score_box") if with_boxes else None,
-        scores=joined("scores"),
-        acquisition=joined("acquisition"),
-        seeds=joined("seeds"),
-        density=[d for p in parts for d in p.density] if with_boxes else None,
-    )
+def load_folders(
+    folders: list[Path], *, with_score_box: bool = True, limit: int | None = None
+) -> Samples:
+    """Several folders' samples as one set, in the order given (`limit`: per folder).
+
+    Read one folder at a time into arrays allocated once for the whole set, so that the peak
+    is the set plus one folder in flight rather than twice the set: the score boxes and
+    registration volumes are 5.8 MB a sample, and four folders of 2,310 samples joined with
+    np.concatenate (27 GB at the peak) did not fit in the development machine's 23 GB."""
+    folders = list(folders)
+    if len(folders) == 1:
+        return load_samples(folders[0], with_score_box=with_score_box, limit=limit)
+    total = sum(len(sample_paths(folder, limit)) for folder in folders)
+    arrays: dict[str, np.ndarray] = {}
+    density: list[tuple[np.ndarray, np.ndarray]] = []
+    at = 0
+    for folder in folders:
+        part = load_samples(folder, with_score_box=with_score_box, limit=limit)
+        for field in fields(Samples):
+            value = getattr(part, field.name)
+            if not isinstance(value, np.ndarray):
+                continue  # density (a list) and absent score boxes
+            if field.name not in arrays:
+                arrays[field.name] = np.empty((total, *value.shape[1:]), dtype=value.dtype)
+            arrays[field.name][at : at + len(part)] = value
+        density.extend(part.density or [])
+        at += len(part)
+        del part
+    score_box = arrays.pop("score_box", None)
+    return Samples(**arrays, score_box=score_box, density=density if with_score_box else None)

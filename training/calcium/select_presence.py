@@ -31,7 +31,7 @@ from models.calcium.networks import ScoreNet
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium import metrics
 from training.calcium.common import write_json
-from training.calcium.data import concatenate, load_samples, split
+from training.calcium.data import load_folders, load_samples, split
 from training.calcium.train_score import crop_offsets, crops
 
 THRESHOLDS = (None, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the soft product
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     record = json.loads((args.score / "score_metrics.json").read_text())
     if args.validation is not None:
-        samples = concatenate([load_samples(folder) for folder in args.validation])
+        samples = load_folders(args.validation)
         val_idx = np.arange(len(samples))
         names = ", ".join(folder.name for folder in args.validation)
         source = f"all {len(samples)} samples of {names}"

@@ -59,7 +59,7 @@ from models.calcium.networks import (
 )
 from models.calcium.preprocess import REG_SIZE, REG_SPACING_MM
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
-from training.calcium.data import Samples, concatenate, load_samples, split
+from training.calcium.data import Samples, load_folders, split
 
 HALF_EXTENT_MM = REG_SIZE * REG_SPACING_MM / 2
 PERTURB_TRANSLATION_MM = 40.0
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    samples = concatenate(
-        [load_samples(folder, with_score_box=False, limit=args.limit) for folder in args.data]
-    )
+    samples = load_folders(args.data, with_score_box=False, limit=args.limit)
     train_idx, val_idx = split(len(samples), 0.1, args.seed)
     if args.atlas is not None:  # the file itself, so its sha256 shows the frame is the same
         shutil.copyfile(args.atlas, args.out / "atlas.npz")

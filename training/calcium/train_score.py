@@ -50,7 +50,7 @@ from models.calcium.networks import ARTERY_CHANNELS, MAX_LOG_CORRECTION, PRIORS,
 from models.calcium.preprocess import SCORE_SIZE_XYZ
 from training.calcium import augment
 from training.calcium.common import run_record, save_curve, seed_everything, write_json
-from training.calcium.data import concatenate, load_samples, split
+from training.calcium.data import load_folders, split
 from training.calcium.prepare import BOX_SIZE_XYZ
 
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    samples = concatenate([load_samples(folder, limit=args.limit) for folder in args.data])
+    samples = load_folders(args.data, limit=args.limit)
     split_seed = args.seed if args.split_seed is None else args.split_seed
     train_idx, val_idx = split(len(samples), 0.1, split_seed)
     rng = np.random.default_rng(args.seed)
