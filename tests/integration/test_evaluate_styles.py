@@ -9,7 +9,13 @@ from pathlib import Path
 
 from models.agatston import risk_category
 from training.calcium import evaluate_styles
-from training.calcium.evaluate_styles import OUTSIDE, scored_methods, summarise, supports_method
+from training.calcium.evaluate_styles import (
+    OUTSIDE,
+    markdown,
+    scored_methods,
+    summarise,
+    supports_method,
+)
 
 
 def test_both_styles_fov_contrast_and_real_controls_are_reported(weights: Path, tmp_path) -> None:
@@ -69,6 +75,12 @@ def test_untrusted_results_are_indeterminate_and_left_out_of_the_agreement() -> 
     assert entry["indeterminate"] == 1 and entry["summary"]["n"] == 3
     assert entry["summary"]["category_accuracy"] == 1.0
     assert entry["flag_counts"] == {"heart_outside_field_of_view": 1}
+    # Flags aside, every measured number: the withheld 5 AU against 300 is in, and wrong.
+    measured = entry["all_measured"]
+    assert measured["n"] == 4 and measured["summary"]["category_accuracy"] == 0.75
+    assert measured["per_artery_icc"]["LAD"] < entry["per_artery_icc"]["LAD"]
+    table = markdown({"alt": {"exact": entry}}, [], ["exact"], "# test")
+    assert "| second style (phantoms_alt, DICOM) | exact | 4 | " in table
 
 
 def test_a_measured_category_under_an_untrusted_flag_is_not_shown() -> None:

@@ -26,7 +26,9 @@ the network; "regression": paper A's direct regression) and give `regression_tot
 "regression" only. A result the node shows as indeterminate (not scored, or a flag that makes
 it untrusted, such as `excess_image_noise` or `heart_outside_field_of_view`: shown_category)
 counts as indeterminate, apart from the agreement figures, which are on the determinate cases;
-crops agree with their full scan only where both show the same category.
+crops agree with their full scan only where both show the same category. A second table gives
+the agreement on every measured number, flags aside (`all_measured`): what the network
+measured, for comparing two models on the same cases whatever the gates withhold.
 
 Each scored case is appended to OUT/cases.jsonl as it completes; `--report-only` rebuilds the
 report from that file (e.g. after a run cut short). Writes OUT/styles.json and OUT/styles.md.
@@ -235,20 +237,12 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
                 "indeterminate": len(scored) - len(determinate),
                 "flag_counts": flags,
             }
-            if len(determinate) >= 2:
-                truth = [r["truth"] for r in determinate]
-                predicted = [max(r["scores"][method]["total"], 0.0) for r in determinate]
-                entry["summary"] = metrics.summary(truth, predicted)
-                entry["per_artery_icc"] = {
-                    a: metrics.icc_absolute_agreement(
-                        [r["truth_per_artery"][a] for r in determinate],
-                        [
-                            (r["scores"][method]["per_artery"] or {}).get(a, 0.0)
-                            for r in determinate
-                        ],
-                    )
-                    for a in ARTERIES
-                }
+            entry.update(agreement(determinate, method))
+            # The same on every measured number, flags aside: what the network measured
+            # whatever the quality gates then show, so that two models are compared on the
+            # same cases even where a gate withholds a category.
+            measured = [r for r in scored if r["scores"][method]["total"] is not None]
+            entry["all_measured"] = {"n": len(measured), **agreement(measured, method)}
             report[name][method] = entry
     if any(r["set"] == "fov_crop" for r in rows):
         report["fov_agreement"] = {m: fov_agreement(rows, m) for m in methods}
@@ -262,6 +256,22 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
             for m in methods
         }
     return report
+
+
+def agreement(rows: list[dict], method: str) -> dict:
+    """Score agreement (metrics.summary) and per-artery ICC of scored rows; empty under two."""
+    if len(rows) < 2:
+        return {}
+    truth = [r["truth"] for r in rows]
+    predicted = [max(r["scores"][method]["total"], 0.0) for r in rows]
+    per_artery = {
+        a: metrics.icc_absolute_agreement(
+            [r["truth_per_artery"][a] for r in rows],
+            [(r["scores"][method]["per_artery"] or {}).get(a, 0.0) for r in rows],
+        )
+        for a in ARTERIES
+    }
+    return {"summary": metrics.summary(truth, predicted), "per_artery_icc": per_artery}
 
 
 def fov_agreement(rows: list[dict], method: str) -> dict:
@@ -327,6 +337,22 @@ def markdown(report: dict, real: list[dict], methods: list[str], header: str) ->
                 f"| {title} | {method} | {entry['n']} | {entry['refused']} | "
                 f"{entry['indeterminate']} | {_f(s.get('icc'))} | {_f(s.get('weighted_kappa'))} | "
                 f"{_f(s.get('category_accuracy'))} | {_f(s.get('mae'), 1)} | {loa} | {flags} |"
+            )
+    lines += ["", "Every measured number, flags aside (what the network measured, whatever the "
+              "gates show):", "",
+              "| set | method | measured | ICC(A,1) | weighted kappa | bias (AU) | "
+              "ICC LAD / LCX / RCA |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, title in titles.items():
+        for method in methods:
+            measured = report.get(name, {}).get(method, {}).get("all_measured")
+            if not measured or "summary" not in measured:
+                continue
+            s, arteries = measured["summary"], measured["per_artery_icc"]
+            lines.append(
+                f"| {title} | {method} | {measured['n']} | {_f(s.get('icc'))} | "
+                f"{_f(s.get('weighted_kappa'))} | {_f(s['bland_altman']['bias'], 1)} | "
+                + " / ".join(_f(arteries[a], 2) for a in ARTERIES)
+                + " |"
             )
     for method, fov in report.get("fov_agreement", {}).items():
         if fov.get("n"):
