@@ -385,7 +385,7 @@ def test_a_continued_run_keeps_its_validation_split_by_split_seed(
     assert record["appearance"] == 0.0  # off unless asked for
 
     # Several folders train together (version 2.4: generator-3 and generator-4 samples), here
-    # with the appearance augmentation on (version 2.8).
+    # with the appearance augmentation on (candidate 2.8).
     both = tmp_path / "both"
     args[1:2] = [str(data), str(data)]
     args[args.index("--out") + 1] = str(both)

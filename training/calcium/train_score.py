@@ -28,7 +28,8 @@ Loss, per sample:
 
 With `--appearance P` each training crop's tissue under 130 HU gets a random look with
 probability P (`augment.py`: a monotone HU map and noise; the candidates are never touched), so
-that the decisions rest less on one generator's tissue values (from version 2.8).
+that the decisions rest less on one generator's tissue values (tried in candidate 2.8, not
+shipped: training/calcium/results/appearance_2.8/).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         metavar="P",
         help="give each training crop's tissue under 130 HU a random look with probability P "
-        "(augment.py; default 0: off, as every run before version 2.8)",
+        "(augment.py; default 0: off, as in every shipped model)",
     )
     args = parser.parse_args(argv)
 
