@@ -81,6 +81,7 @@ def test_untrusted_results_are_indeterminate_and_left_out_of_the_agreement() -> 
     assert measured["per_artery_icc"]["LAD"] < entry["per_artery_icc"]["LAD"]
     table = markdown({"alt": {"exact": entry}}, [], ["exact"], "# test")
     assert "| second style (phantoms_alt, DICOM) | exact | 4 | " in table
+    assert "Every measured number" not in markdown({}, [], ["exact"], "# nothing measured")
 
 
 def test_a_measured_category_under_an_untrusted_flag_is_not_shown() -> None:

@@ -4,9 +4,9 @@ Why: every phantom generator draws tissue with its own values (our fat, blood, m
 lung have the HU the generator gives them, and its noise its texture), and a network trained on
 one generator learns those values as cues as readily as the anatomy: with the lung next to the
 heart turned into fat, version 2.3 counted only 44 % of the LCX and 64 % of the RCA calcium it
-had counted before (results/README.md, "Fat around the heart"). Randomising the look of the context per training
-crop while keeping the anatomy is the stacked-transformation recipe for unseen domains (Zhang
-et al., IEEE TMI 2020: brightness, contrast and noise among others).
+had counted before (results/README.md, "Fat around the heart"). Randomising the look of the
+context per training crop while keeping the anatomy is the stacked-transformation recipe for
+unseen domains (Zhang et al., IEEE TMI 2020: brightness, contrast and noise among others).
 
 What changes: only the mean-HU channel, and only its cells under the calcium threshold, so the
 tissue around the candidates, never the candidates. Peak HU, the calcium fraction and the
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import torch
 
-CALCIUM_HU = 130.0
+from models.agatston import CALCIUM_THRESHOLD_HU
+
+CALCIUM_HU = float(CALCIUM_THRESHOLD_HU)
 
 # Control points of the map (HU) and how far each may move (+- HU). The top point stays put so
 # that the map ends just under the threshold; lung and air move the most (their values differ

@@ -338,22 +338,24 @@ def markdown(report: dict, real: list[dict], methods: list[str], header: str) ->
                 f"{entry['indeterminate']} | {_f(s.get('icc'))} | {_f(s.get('weighted_kappa'))} | "
                 f"{_f(s.get('category_accuracy'))} | {_f(s.get('mae'), 1)} | {loa} | {flags} |"
             )
-    lines += ["", "Every measured number, flags aside (what the network measured, whatever the "
-              "gates show):", "",
-              "| set | method | measured | ICC(A,1) | weighted kappa | bias (AU) | "
-              "ICC LAD / LCX / RCA |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    measured_rows = []
     for name, title in titles.items():
         for method in methods:
             measured = report.get(name, {}).get(method, {}).get("all_measured")
             if not measured or "summary" not in measured:
                 continue
             s, arteries = measured["summary"], measured["per_artery_icc"]
-            lines.append(
+            measured_rows.append(
                 f"| {title} | {method} | {measured['n']} | {_f(s.get('icc'))} | "
                 f"{_f(s.get('weighted_kappa'))} | {_f(s['bland_altman']['bias'], 1)} | "
                 + " / ".join(_f(arteries[a], 2) for a in ARTERIES)
                 + " |"
             )
+    if measured_rows:
+        lines += ["", "Every measured number, flags aside (what the network measured, whatever "
+                  "the gates show):", "",
+                  "| set | method | measured | ICC(A,1) | weighted kappa | bias (AU) | "
+                  "ICC LAD / LCX / RCA |", "|---|---|---|---|---|---|---|", *measured_rows]  # fmt: skip
     for method, fov in report.get("fov_agreement", {}).items():
         if fov.get("n"):
             lines += ["", f"Cardiac FOV crops ({method}, n={fov['n']} whose full scan has a "
